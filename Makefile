@@ -1,0 +1,52 @@
+# Two commands for a fresh clone: `make demo` and `make test` (see README.md).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= demo-output
+
+.PHONY: demo test bench docs lint format validate clean system-deps
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[testing]"
+	@touch $(STAMP)
+
+# Xvfb and the xcb libraries Qt needs, installed through apt when we are root and they are missing.
+system-deps:
+	@if ! command -v Xvfb >/dev/null 2>&1 || ! ldconfig -p | grep -q libxcb-icccm; then \
+	  if [ "$$(id -u)" = "0" ]; then \
+	    echo "installing Xvfb and Qt's xcb libraries with apt"; \
+	    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      xvfb libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxcb-xinerama0 \
+	      libxcb-randr0 libxcb-shape0 libxcb-xkb1 libxkbcommon-x11-0 libxcb-cursor0 libegl1 \
+	      libgl1 libdbus-1-3 libfontconfig1 >/dev/null; \
+	  else echo "warning: Xvfb missing and not root: viewer tests will be skipped or fail"; fi; \
+	fi
+
+demo: $(STAMP)
+	$(PY) -m napari_crystal.demo --out $(DEMO_DIR)
+
+test: $(STAMP) system-deps
+	$(PY) -m pytest -p no:cacheprovider
+
+bench: $(STAMP) system-deps
+	$(PY) -m benchmarks
+
+docs: $(STAMP) system-deps
+	$(PY) scripts/make_screenshots.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks scripts
+	$(VENV)/bin/ruff format --check src tests benchmarks scripts
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format src tests benchmarks scripts
+	$(VENV)/bin/ruff check --fix src tests benchmarks scripts
+
+validate: $(STAMP)
+	$(VENV)/bin/npe2 validate napari-crystal
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache build src/*.egg-info

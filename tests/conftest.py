@@ -1,0 +1,29 @@
+"""Shared fixtures: paths to ../shared, the tiny synthetic corpus built once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+REAL_SVS = SHARED / "data" / "slides" / "CMU-1-small-region.svs"
+
+
+@pytest.fixture(scope="session")
+def real_svs() -> Path:
+    """The real Aperio slide from ../shared; skip where ../shared is absent."""
+    if not REAL_SVS.is_file():
+        pytest.skip(f"real slide not found at {REAL_SVS} (../shared is absent)")
+    return REAL_SVS
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> Path:
+    """The ``tiny`` synthetic corpus (seed 42), generated once for the whole session."""
+    from napari_crystal.synthetic import generate_corpus
+
+    out = tmp_path_factory.mktemp("tiny-corpus")
+    generate_corpus(out, preset="tiny", seed=42)
+    return out
