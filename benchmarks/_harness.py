@@ -1,0 +1,97 @@
+"""Recording benchmark figures: JSON lines with machine info, and the table in docs/benchmarks.md.
+
+A benchmark module ``benchmarks/bench_<name>.py`` defines ``run(record, quick=False)`` and calls
+``record(...)`` once per figure. Ratios are project/baseline speed-ups (baseline time divided
+by project time) unless the row says otherwise; ``met`` is judged by the module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+import tracemalloc
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "results.jsonl"
+TABLE = ROOT / "docs" / "benchmarks.md"
+DATA = ROOT / "bench-data"
+
+
+@dataclass
+class Figure:
+    """One row of the benchmark table."""
+
+    benchmark: str
+    project: str
+    baseline: str
+    ratio: float | None
+    target: str
+    met: bool | None
+    extra: dict = field(default_factory=dict)
+
+
+def machine() -> dict:
+    """What the figures were measured on."""
+    try:
+        import psutil
+
+        mem = round(psutil.virtual_memory().total / 2**30, 1)
+    except ImportError:  # pragma: no cover
+        mem = None
+    return {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "memory_gib": mem,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+def timed(fn: Callable, *args, repeat: int = 1, **kwargs) -> tuple[float, object]:
+    """Best wall time of ``repeat`` calls, and the last result."""
+    best, result = float("inf"), None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = fn(*args, **kwargs)
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def peak_python_memory(fn: Callable, *args, **kwargs) -> tuple[float, object]:
+    """Peak bytes allocated through Python's allocators (numpy included) while ``fn`` runs."""
+    tracemalloc.start()
+    try:
+        result = fn(*args, **kwargs)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return peak, result
+
+
+def write_results(figures: list[Figure], info: dict) -> None:
+    """Append the figures as JSON lines and rewrite the summary table."""
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    with RESULTS.open("a") as fh:
+        for fig in figures:
+            fh.write(json.dumps({**asdict(fig), "machine": info}) + "\n")
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Measured by `make bench` on {info['time']}: Python {info['python']}, "
+        f"{info['cpus']} cores, {info['memory_gib']} GiB. Every ratio compares the project's "
+        "way with a baseline run in the same process; raw rows are in "
+        "`benchmarks/results/results.jsonl`.",
+        "",
+        "| benchmark | project | baseline | ratio | target | met |",
+        "|---|---|---|---|---|---|",
+    ]
+    for f in figures:
+        ratio = "" if f.ratio is None else f"{f.ratio:.2f}x"
+        met = "" if f.met is None else ("yes" if f.met else "no")
+        lines.append(f"| {f.benchmark} | {f.project} | {f.baseline} | {ratio} | {f.target} | {met} |")
+    TABLE.write_text("\n".join(lines) + "\n")
