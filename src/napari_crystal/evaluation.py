@@ -1,0 +1,586 @@
+"""Chunked prediction, per-class reports, model comparison statistics and report files.
+
+Label order everywhere (confusion matrices, tables): `palette.LABELS` order, then labels the
+palette does not know, sorted; only classes present in the truth, the predictions or the
+``classes`` argument appear.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_crystal import palette
+from napari_crystal.errors import Cancelled, ModelError
+from napari_crystal.training import Model, atomic_path, packed_width, truth_labels
+
+#: Classes the study reports per-class accuracy for.
+STUDY_CLASSES = ("nneo", "dcis", "indc")
+#: Below this many discordant pairs McNemar's test is exact (binomial), else chi-square.
+MCNEMAR_EXACT_BELOW = 25
+
+
+# ---------------------------------------------------------------- prediction
+
+
+def predict_chunked(
+    model: Model,
+    packed: Any,
+    chunk: int = 1024,
+    progress: Callable[[int, int], None] | None = None,
+    cancel: threading.Event | None = None,
+    n_jobs: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Predict packed masks chunk by chunk so memory stays flat in the number of patches.
+
+    Only one chunk is unpacked (uint8) and converted (into a reused float32 buffer) at a
+    time; scikit-learn would otherwise build the whole float32 matrix (12 GB for 46,666
+    256x256 masks).
+
+    Parameters
+    ----------
+    model : Model
+    packed : array-like (n, ceil(size*size/8)) uint8
+        ``np.packbits`` rows for ``model.size``; anything sliceable as ``packed[i:j]``.
+    chunk : int
+        Rows per chunk (1024 x 65,536 float32 = 256 MiB).
+    progress : callable(done_rows, total_rows), optional
+    cancel : threading.Event, optional
+        Checked between chunks; raises `errors.Cancelled`.
+    n_jobs : int, optional
+        Threads for the forest's prediction (default: the estimator's setting).
+
+    Returns
+    -------
+    pred : ndarray of str (n,)
+    proba : ndarray float32 (n, len(model.classes)), columns in ``model.classes`` order
+    """
+    import joblib
+
+    shape = getattr(packed, "shape", None)
+    if shape is None or len(shape) != 2:
+        raise ValueError(f"packed masks must be a 2-D array, got shape {shape}")
+    if shape[1] != packed_width(model.size):
+        raise ModelError(
+            model.path,
+            f"dataset rows have {shape[1]} bytes but the model needs {model.size}x{model.size} "
+            f"masks ({packed_width(model.size)} bytes): made with another mask size",
+        )
+    if chunk < 1:
+        raise ValueError("chunk must be at least 1")
+    n = int(shape[0])
+    nfeat = model.size * model.size
+    classes = np.asarray(model.classes, dtype=str)
+    proba = np.empty((n, len(classes)), dtype=np.float32)
+    buf = np.empty((min(chunk, n), nfeat), dtype=np.float32)
+    if progress is not None:
+        progress(0, n)
+    with joblib.parallel_config(n_jobs=n_jobs) if n_jobs is not None else nullcontext():
+        for start in range(0, n, chunk):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("prediction cancelled")
+            rows = np.asarray(packed[start : start + chunk], dtype=np.uint8)
+            m = len(rows)
+            x = buf[:m]
+            x[...] = np.unpackbits(rows, axis=1, count=nfeat)
+            proba[start : start + m] = model.estimator.predict_proba(x)
+            if progress is not None:
+                progress(start + m, n)
+    pred = classes[np.argmax(proba, axis=1)] if n else np.empty(0, dtype=classes.dtype)
+    return pred, proba
+
+
+def model_truth(model: Model, labels: Sequence[str]) -> np.ndarray:
+    """Ground truth for ``model``: labels mapped with the model's crystal policy."""
+    return truth_labels(labels, model.crystals)
+
+
+# ---------------------------------------------------------------- reports
+
+
+def label_order(labels: Iterable[str]) -> list[str]:
+    """Palette order for known labels, then the unknown ones sorted."""
+    present = {str(label) for label in labels}
+    known = [label for label in palette.LABELS if label in present]
+    return known + sorted(present - set(palette.LABELS))
+
+
+@dataclass
+class ClassScores:
+    """Scores of one class. ``accuracy`` is the share of the class's patches predicted as the
+    class, i.e. its recall (the study's "per-class accuracy")."""
+
+    support: int
+    predicted: int
+    correct: int
+    accuracy: float
+    precision: float
+    recall: float
+    f1: float
+
+
+@dataclass
+class Report:
+    """Evaluation of one set of predictions against the truth.
+
+    ``confusion[i][j]`` counts patches of true class ``classes[i]`` predicted as
+    ``classes[j]``. Precision of a never-predicted class and F1 of a class with precision and
+    recall both 0 are 0. ``macro`` averages over classes with support > 0.
+    """
+
+    n: int
+    correct: int
+    incorrect: int
+    accuracy: float
+    classes: list[str]
+    per_class: dict[str, ClassScores]
+    confusion: list[list[int]]
+    macro: dict[str, float]
+    name: str = ""
+    test_set: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Report:
+        """Inverse of `to_dict`."""
+        data = dict(data)
+        data["per_class"] = {k: ClassScores(**v) for k, v in data["per_class"].items()}
+        return cls(**data)
+
+    def confusion_array(self) -> np.ndarray:
+        """The confusion matrix as an int64 array."""
+        return np.asarray(self.confusion, dtype=np.int64).reshape(len(self.classes), -1)
+
+
+def _as_labels(values: Sequence[str], what: str) -> np.ndarray:
+    arr = np.asarray(values, dtype=str)
+    if arr.ndim != 1:
+        raise ValueError(f"{what} must be 1-D, got shape {arr.shape}")
+    return arr
+
+
+def evaluate(
+    y_true: Sequence[str],
+    y_pred: Sequence[str],
+    classes: Iterable[str] | None = None,
+    *,
+    name: str = "",
+    test_set: str = "",
+) -> Report:
+    """Counts, accuracy, per-class scores and confusion matrix of ``y_pred`` against ``y_true``.
+
+    Map ``y_true`` with the model's crystal policy first (`model_truth`). ``classes`` adds
+    rows/columns that may be absent (e.g. the model's classes); order is `label_order`.
+    """
+    t = _as_labels(y_true, "y_true")
+    p = _as_labels(y_pred, "y_pred")
+    if t.shape != p.shape:
+        raise ValueError(f"y_true has {len(t)} labels but y_pred {len(p)}")
+    if len(t) == 0:
+        raise ValueError("cannot evaluate zero predictions")
+    order = label_order([*np.unique(t), *np.unique(p), *(classes or ())])
+    index = {label: i for i, label in enumerate(order)}
+    ti = np.fromiter((index[v] for v in t), dtype=np.int64, count=len(t))
+    pi = np.fromiter((index[v] for v in p), dtype=np.int64, count=len(p))
+    k = len(order)
+    cm = np.bincount(ti * k + pi, minlength=k * k).reshape(k, k)
+    support = cm.sum(axis=1)
+    predicted = cm.sum(axis=0)
+    diag = np.diag(cm)
+    per_class = {}
+    for i, label in enumerate(order):
+        recall = diag[i] / support[i] if support[i] else 0.0
+        precision = diag[i] / predicted[i] if predicted[i] else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[label] = ClassScores(
+            support=int(support[i]),
+            predicted=int(predicted[i]),
+            correct=int(diag[i]),
+            accuracy=float(recall),
+            precision=float(precision),
+            recall=float(recall),
+            f1=float(f1),
+        )
+    scored = [s for s in per_class.values() if s.support > 0]
+    macro = {
+        key: float(np.mean([getattr(s, key) for s in scored]))
+        for key in ("precision", "recall", "f1")
+    }
+    correct = int(diag.sum())
+    return Report(
+        n=len(t),
+        correct=correct,
+        incorrect=len(t) - correct,
+        accuracy=correct / len(t),
+        classes=order,
+        per_class=per_class,
+        confusion=cm.tolist(),
+        macro=macro,
+        name=name,
+        test_set=test_set,
+    )
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def _z(level: float) -> float:
+    from scipy.stats import norm
+
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    return float(norm.ppf(0.5 + level / 2))
+
+
+def wald_difference_ci(
+    correct_a: int, n_a: int, correct_b: int, n_b: int, level: float = 0.95
+) -> tuple[float, float, float]:
+    """Difference of two independent proportions ``a - b`` with its Wald interval.
+
+    ``se = sqrt(pa(1-pa)/n_a + pb(1-pb)/n_b)``; interval ``d -/+ z se`` (the study's
+    convention, even though both models score the same patches). Fractions, not percent.
+    """
+    for c, n in ((correct_a, n_a), (correct_b, n_b)):
+        if n <= 0 or not 0 <= c <= n:
+            raise ValueError(f"need 0 <= correct <= n and n > 0, got {c}/{n}")
+    pa, pb = correct_a / n_a, correct_b / n_b
+    d = pa - pb
+    se = math.sqrt(pa * (1 - pa) / n_a + pb * (1 - pb) / n_b)
+    half = _z(level) * se
+    return d, d - half, d + half
+
+
+def paired_difference_ci(
+    b: int, c: int, n: int, level: float = 0.95
+) -> tuple[float, float, float]:
+    """Difference of paired proportions ``a - b`` from discordant counts, Wald interval.
+
+    ``b``: A right and B wrong; ``c``: A wrong and B right; ``n``: all pairs.
+    ``d = (b - c)/n``, ``se = sqrt(b + c - (b - c)^2/n) / n``.
+    """
+    if n <= 0 or b < 0 or c < 0 or b + c > n:
+        raise ValueError(f"need b, c >= 0 and b + c <= n > 0, got b={b}, c={c}, n={n}")
+    d = (b - c) / n
+    se = math.sqrt(max(b + c - (b - c) ** 2 / n, 0.0)) / n
+    half = _z(level) * se
+    return d, d - half, d + half
+
+
+def mcnemar(b: int, c: int) -> tuple[float, float, str]:
+    """McNemar's test on discordant counts ``b`` and ``c``.
+
+    Fewer than 25 discordant pairs: exact two-sided binomial, statistic ``min(b, c)``,
+    ``p = min(1, 2 P(X <= min(b, c)))`` with ``X ~ Bin(b + c, 1/2)``. Otherwise chi-square
+    with continuity correction, ``(|b - c| - 1)^2 / (b + c)`` on 1 degree of freedom.
+
+    Returns
+    -------
+    statistic, p_value, method ("exact binomial" or "chi-square, continuity-corrected")
+    """
+    from scipy.stats import binom, chi2
+
+    if b < 0 or c < 0:
+        raise ValueError(f"discordant counts must be >= 0, got b={b}, c={c}")
+    n = b + c
+    if n < MCNEMAR_EXACT_BELOW:
+        k = min(b, c)
+        p = 1.0 if n == 0 else min(1.0, 2.0 * float(binom.cdf(k, n, 0.5)))
+        return float(k), p, "exact binomial"
+    stat = max(abs(b - c) - 1, 0) ** 2 / n
+    return float(stat), float(chi2.sf(stat, 1)), "chi-square, continuity-corrected"
+
+
+@dataclass
+class Comparison:
+    """Model A against model B on the same patches (differences are A minus B)."""
+
+    name_a: str
+    name_b: str
+    n: int
+    correct_a: int
+    correct_b: int
+    both_correct: int
+    both_wrong: int
+    b: int
+    c: int
+    level: float
+    difference: float
+    wald_ci: tuple[float, float]
+    paired_ci: tuple[float, float]
+    mcnemar_statistic: float
+    mcnemar_p: float
+    mcnemar_method: str
+    report_a: Report
+    report_b: Report
+    test_set: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict."""
+        return asdict(self)
+
+
+def compare(
+    y_true: Sequence[str],
+    pred_a: Sequence[str],
+    pred_b: Sequence[str],
+    *,
+    level: float = 0.95,
+    names: tuple[str, str] = ("A", "B"),
+    classes: Iterable[str] | None = None,
+    test_set: str = "",
+) -> Comparison:
+    """Compare two models' predictions of the same patches.
+
+    ``y_true`` must already be in the label space both predictions use (for a "keep" model
+    against a "merge" one, map predictions and truth with `training.map_labels(..., "merge")`).
+    """
+    t = _as_labels(y_true, "y_true")
+    a = _as_labels(pred_a, "pred_a")
+    b_ = _as_labels(pred_b, "pred_b")
+    if not t.shape == a.shape == b_.shape:
+        raise ValueError("y_true, pred_a and pred_b must have the same length")
+    classes = list(classes or ())
+    report_a = evaluate(t, a, classes, name=names[0], test_set=test_set)
+    report_b = evaluate(t, b_, classes, name=names[1], test_set=test_set)
+    ra, rb = a == t, b_ == t
+    b = int(np.sum(ra & ~rb))
+    c = int(np.sum(~ra & rb))
+    n = len(t)
+    d, wlo, whi = wald_difference_ci(int(ra.sum()), n, int(rb.sum()), n, level)
+    _, plo, phi = paired_difference_ci(b, c, n, level)
+    stat, p, method = mcnemar(b, c)
+    return Comparison(
+        name_a=names[0],
+        name_b=names[1],
+        n=n,
+        correct_a=int(ra.sum()),
+        correct_b=int(rb.sum()),
+        both_correct=int(np.sum(ra & rb)),
+        both_wrong=int(np.sum(~ra & ~rb)),
+        b=b,
+        c=c,
+        level=level,
+        difference=d,
+        wald_ci=(wlo, whi),
+        paired_ci=(plo, phi),
+        mcnemar_statistic=stat,
+        mcnemar_p=p,
+        mcnemar_method=method,
+        report_a=report_a,
+        report_b=report_b,
+        test_set=test_set,
+    )
+
+
+# ---------------------------------------------------------------- writers
+
+
+def _listify(reports: Report | Sequence[Report]) -> list[Report]:
+    return [reports] if isinstance(reports, Report) else list(reports)
+
+
+def write_report_json(
+    reports: Report | Sequence[Report],
+    path: str | os.PathLike,
+    comparisons: Sequence[Comparison] = (),
+    meta: dict[str, Any] | None = None,
+) -> Path:
+    """Write reports (and comparisons) as JSON: ``{"reports": [...], "comparisons": [...]}``."""
+    doc = {
+        "reports": [r.to_dict() for r in _listify(reports)],
+        "comparisons": [c.to_dict() for c in comparisons],
+        "meta": meta or {},
+    }
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(doc, indent=1, default=str) + "\n")
+    return path
+
+
+def read_report_json(path: str | os.PathLike) -> tuple[list[Report], list[dict[str, Any]]]:
+    """Reports (as `Report`) and comparisons (as dicts) from `write_report_json`'s file."""
+    doc = json.loads(Path(path).read_text())
+    return [Report.from_dict(r) for r in doc["reports"]], list(doc.get("comparisons", []))
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _who(r: Report) -> str:
+    return r.name or "model"
+
+
+def report_markdown(
+    reports: Report | Sequence[Report],
+    comparisons: Sequence[Comparison] = (),
+    title: str = "Evaluation",
+) -> str:
+    """Markdown laid out like the study's tables."""
+    reports = _listify(reports)
+    out = [f"# {title}", ""]
+    out += [
+        "## Overall",
+        "",
+        "| model | test set | patches | correct | incorrect | accuracy |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for r in reports:
+        out.append(
+            f"| {_who(r)} | {r.test_set} | {r.n} | {r.correct} | {r.incorrect} | {_pct(r.accuracy)} |"
+        )
+    out += [
+        "",
+        "## Per-class accuracy",
+        "",
+        "Share of each class's patches predicted as that class (= recall); n = support.",
+        "",
+        "| model | test set | " + " | ".join(STUDY_CLASSES) + " |",
+        "|---|---|" + "---:|" * len(STUDY_CLASSES),
+    ]
+    for r in reports:
+        cells = []
+        for label in STUDY_CLASSES:
+            s = r.per_class.get(label)
+            cells.append(
+                "-" if s is None or s.support == 0 else f"{_pct(s.accuracy)} (n={s.support})"
+            )
+        out.append(f"| {_who(r)} | {r.test_set} | " + " | ".join(cells) + " |")
+    out += ["", "## Per-class precision, recall, F1", ""]
+    for r in reports:
+        out += [
+            f"### {_who(r)}" + (f" on {r.test_set}" if r.test_set else ""),
+            "",
+            "| class | support | predicted | precision | recall | F1 |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for label in r.classes:
+            s = r.per_class[label]
+            out.append(
+                f"| {label} | {s.support} | {s.predicted} | {s.precision:.3f} | "
+                f"{s.recall:.3f} | {s.f1:.3f} |"
+            )
+        out.append(
+            f"| macro (support > 0) | | | {r.macro['precision']:.3f} | "
+            f"{r.macro['recall']:.3f} | {r.macro['f1']:.3f} |"
+        )
+        out += ["", "Confusion matrix (rows: truth, columns: prediction):", ""]
+        out.append("| truth \\ predicted | " + " | ".join(r.classes) + " |")
+        out.append("|---|" + "---:|" * len(r.classes))
+        for label, row in zip(r.classes, r.confusion, strict=True):
+            out.append(f"| {label} | " + " | ".join(str(v) for v in row) + " |")
+        out.append("")
+    if comparisons:
+        level = comparisons[0].level
+        out += [
+            "## Model comparison",
+            "",
+            f"Difference = accuracy A - accuracy B; {100 * level:g}% intervals: Wald for two "
+            "independent proportions (the study's convention) and paired (discordant counts). "
+            "b = A right & B wrong, c = A wrong & B right.",
+            "",
+            "| test set | A | B | accuracy A | accuracy B | difference | Wald CI | paired CI "
+            "| b | c | McNemar | p | test |",
+            "|---|---|---|---:|---:|---:|---|---|---:|---:|---:|---:|---|",
+        ]
+        for c in comparisons:
+            out.append(
+                f"| {c.test_set} | {c.name_a} | {c.name_b} | {_pct(c.correct_a / c.n)} | "
+                f"{_pct(c.correct_b / c.n)} | {100 * c.difference:+.1f} pp | "
+                f"[{100 * c.wald_ci[0]:+.1f}, {100 * c.wald_ci[1]:+.1f}] | "
+                f"[{100 * c.paired_ci[0]:+.1f}, {100 * c.paired_ci[1]:+.1f}] | {c.b} | {c.c} | "
+                f"{c.mcnemar_statistic:.3f} | {_format_p(c.mcnemar_p)} | {c.mcnemar_method} |"
+            )
+        out.append("")
+    return "\n".join(out)
+
+
+def _format_p(p: float) -> str:
+    return "< 0.0001" if p < 1e-4 else f"{p:.4f}"
+
+
+def write_report_markdown(
+    reports: Report | Sequence[Report],
+    path: str | os.PathLike,
+    comparisons: Sequence[Comparison] = (),
+    title: str = "Evaluation",
+) -> Path:
+    """Write `report_markdown` to ``path`` atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(report_markdown(reports, comparisons, title))
+    return path
+
+
+def plot_confusion(report: Report, ax: Any = None, dark: bool = False) -> Any:
+    """Confusion matrix as a matplotlib Figure (no pyplot, so a Qt canvas can host it).
+
+    Cells are coloured by row share (recall) so small classes stay visible, and annotated with
+    counts. Draws on ``ax`` when given; returns the Figure.
+    """
+    from matplotlib.figure import Figure
+
+    cm = report.confusion_array()
+    k = len(report.classes)
+    if ax is None:
+        side = max(4.0, 0.55 * k + 2.0)
+        fig = Figure(figsize=(side + 1.0, side), layout="constrained")
+        ax = fig.add_subplot()
+    else:
+        fig = ax.figure
+    fg, bg = ("#e6e6e6", "#262930") if dark else ("#111111", "#ffffff")
+    fig.set_facecolor(bg)
+    ax.set_facecolor(bg)
+    rows = cm.sum(axis=1, keepdims=True)
+    share = np.divide(cm, rows, out=np.zeros(cm.shape, dtype=float), where=rows > 0)
+    image = ax.imshow(share, cmap="magma" if dark else "Blues", vmin=0, vmax=1)
+    for i in range(k):
+        for j in range(k):
+            light = share[i, j] > 0.5 if not dark else share[i, j] < 0.6
+            ax.text(
+                j, i, str(cm[i, j]), ha="center", va="center", fontsize=9,
+                color="white" if light else "black",
+            )  # fmt: skip
+    ax.set_xticks(range(k), report.classes, rotation=45, ha="right", color=fg)
+    ax.set_yticks(range(k), report.classes, color=fg)
+    ax.set_xlabel("predicted", color=fg)
+    ax.set_ylabel("truth", color=fg)
+    title = " - ".join(x for x in (report.name, report.test_set) if x)
+    ax.set_title(
+        f"{title}{': ' if title else ''}accuracy {_pct(report.accuracy)} (n={report.n})",
+        color=fg, fontsize=10,
+    )  # fmt: skip
+    for spine in ax.spines.values():
+        spine.set_color(fg)
+    ax.tick_params(colors=fg)
+    bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    bar.set_label("share of the true class", color=fg)
+    bar.ax.tick_params(colors=fg)
+    return fig
+
+
+def save_confusion_png(
+    report: Report, path: str | os.PathLike, dark: bool = False, dpi: int = 150
+) -> Path:
+    """Save `plot_confusion` as a PNG atomically (Agg, no display needed)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = plot_confusion(report, dark=dark)
+    FigureCanvasAgg(fig)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, facecolor=fig.get_facecolor())
+    return path

@@ -1,0 +1,505 @@
+"""Balanced random forests on packed binary masks: label mapping, training, model files.
+
+Features arrive packed (``np.packbits`` rows of a row-major ``size`` x ``size`` mask), so a
+corpus never has to exist unpacked except as the one float32 matrix scikit-learn trains on.
+Models are stored with skops plus a JSON member describing how they were made; loading
+trusts only the types a balanced random forest needs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import threading
+import warnings
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_crystal import palette
+from napari_crystal.errors import Cancelled, DatasetError, ModelError
+
+CRYSTAL_MODES = ("merge", "keep", "drop")
+
+#: The study's settings (crystal-method.md, "Baseline pipeline"); each can be overridden.
+DEFAULT_PARAMS: dict[str, Any] = {
+    "n_estimators": 100,
+    "criterion": "gini",
+    "max_features": "sqrt",
+    "max_depth": None,
+    "min_samples_split": 2,
+    "min_samples_leaf": 1,
+    "sampling_strategy": "all",
+    "replacement": True,
+    "bootstrap": False,
+    "random_state": 42,
+}
+
+#: Bumped whenever the file layout or the metadata's meaning changes.
+FORMAT = "napari-crystal-model"
+FORMAT_VERSION = 1
+META_MEMBER = "napari_crystal.json"
+
+#: The only non-default types a model file may contain (what ``skops.io.get_untrusted_types``
+#: reports for a fitted ``BalancedRandomForestClassifier``); anything else is refused.
+TRUSTED_TYPES: frozenset[str] = frozenset(
+    {
+        "imblearn.ensemble._forest.BalancedRandomForestClassifier",
+        "imblearn.pipeline.Pipeline",
+        "imblearn.under_sampling._prototype_selection._random_under_sampler.RandomUnderSampler",
+        "sklearn.pipeline.Pipeline",
+        "sklearn.tree._classes.DecisionTreeClassifier",
+        "sklearn.tree._tree.Tree",
+    }
+)
+
+_MAX_INT = np.iinfo(np.int32).max
+
+
+def map_labels(labels: Sequence[str], crystals: str = "merge") -> tuple[np.ndarray, np.ndarray]:
+    """Apply a crystal-label policy to NEDC labels.
+
+    Parameters
+    ----------
+    labels : sequence of str
+        NEDC labels; unknown labels pass through unchanged.
+    crystals : {"merge", "keep", "drop"}
+        ``merge``: crystal labels become their parent (``cnno``->``nneo``, ``cdcs``->``dcis``,
+        ``cidc``->``indc``, the study's setting); ``keep``: unchanged; ``drop``: crystal
+        patches are removed (the "without crystals" training set).
+
+    Returns
+    -------
+    mapped : ndarray of str
+        The labels of the kept patches, mapped.
+    keep : ndarray of bool
+        Which input patches were kept (all of them unless ``crystals="drop"``).
+    """
+    if crystals not in CRYSTAL_MODES:
+        raise ValueError(f"crystals must be one of {CRYSTAL_MODES}, not {crystals!r}")
+    arr = np.asarray(labels, dtype=str)
+    if arr.ndim != 1:
+        arr = arr.reshape(-1)
+    is_crystal = np.isin(arr, palette.CRYSTAL_LABELS)
+    if crystals == "keep":
+        return arr.copy(), np.ones(arr.shape, dtype=bool)
+    if crystals == "drop":
+        keep = ~is_crystal
+        return arr[keep], keep
+    mapped = arr.astype(object)
+    for child, parent in palette.CRYSTAL_PARENT.items():
+        mapped[arr == child] = parent
+    return mapped.astype(str), np.ones(arr.shape, dtype=bool)
+
+
+def truth_labels(labels: Sequence[str], crystals: str) -> np.ndarray:
+    """Ground truth for a model trained with ``crystals``: crystal labels merged unless kept.
+
+    A "drop" model never learnt crystal classes, but a crystal region is still tissue of its
+    parent class, so it is scored against the parent.
+    """
+    return map_labels(labels, "keep" if crystals == "keep" else "merge")[0]
+
+
+@dataclass
+class Model:
+    """A trained forest with everything needed to use it again on matching data."""
+
+    estimator: Any
+    classes: tuple[str, ...]
+    crystals: str
+    size: int
+    method: str | None
+    level_rule: str | None
+    params: dict[str, Any]
+    versions: dict[str, str]
+    training_hash: str
+    class_counts: dict[str, int]
+    meta: dict[str, Any] = field(default_factory=dict)
+    path: str | None = None
+
+    @property
+    def n_features(self) -> int:
+        """Length of one flattened mask."""
+        return self.size * self.size
+
+    def metadata(self) -> dict[str, Any]:
+        """The JSON-able description stored next to the estimator."""
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "classes": list(self.classes),
+            "crystals": self.crystals,
+            "size": self.size,
+            "method": self.method,
+            "level_rule": self.level_rule,
+            "params": self.params,
+            "versions": self.versions,
+            "training_hash": self.training_hash,
+            "class_counts": self.class_counts,
+            "meta": self.meta,
+        }
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries a model file depends on."""
+    import imblearn
+    import sklearn
+
+    from napari_crystal import __version__
+
+    return {
+        "sklearn": sklearn.__version__,
+        "imblearn": imblearn.__version__,
+        "numpy": np.__version__,
+        "napari_crystal": __version__,
+    }
+
+
+def packed_width(size: int) -> int:
+    """Bytes per packed ``size`` x ``size`` mask."""
+    return -(-size * size // 8)
+
+
+def check_packed(packed: Any, size: int, path: str | None = None) -> int:
+    """Check that ``packed`` holds ``size`` x ``size`` masks; return the number of rows."""
+    shape = getattr(packed, "shape", None)
+    if shape is None or len(shape) != 2:
+        raise DatasetError(path, f"packed masks must be a 2-D array, got shape {shape}")
+    if shape[1] != packed_width(size):
+        raise DatasetError(
+            path,
+            f"packed masks have {shape[1]} bytes per row, {size}x{size} masks need "
+            f"{packed_width(size)}: the dataset was made with another mask size",
+        )
+    dtype = getattr(packed, "dtype", None)
+    if dtype is not None and np.dtype(dtype) != np.uint8:
+        raise DatasetError(path, f"packed masks must be uint8, got {dtype}")
+    return int(shape[0])
+
+
+def iter_unpacked(packed: Any, size: int, chunk: int = 1024) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(start, uint8 (m, size*size))`` for consecutive row chunks of ``packed``."""
+    n = int(packed.shape[0])
+    for start in range(0, n, chunk):
+        rows = np.asarray(packed[start : start + chunk], dtype=np.uint8)
+        yield start, np.unpackbits(rows, axis=1, count=size * size)
+
+
+def training_hash(packed: Any, labels: Sequence[str], size: int, chunk: int = 4096) -> str:
+    """sha256 over the packed mask bytes, the mask size and the labels (one per line)."""
+    h = hashlib.sha256()
+    h.update(f"size={size}\n".encode())
+    n = int(packed.shape[0])
+    for start in range(0, n, chunk):
+        h.update(np.ascontiguousarray(packed[start : start + chunk], dtype=np.uint8).tobytes())
+    h.update("\n".join(str(label) for label in labels).encode("utf-8"))
+    return h.hexdigest()
+
+
+def _features(packed: Any, keep: np.ndarray, size: int, chunk: int = 1024) -> np.ndarray:
+    """The float32 training matrix of the kept rows, filled chunk by chunk."""
+    X = np.empty((int(keep.sum()), size * size), dtype=np.float32)
+    row = 0
+    for start, bits in iter_unpacked(packed, size, chunk):
+        sel = bits[keep[start : start + len(bits)]]
+        X[row : row + len(sel)] = sel
+        row += len(sel)
+    return X
+
+
+def _draws_per_tree(forest: Any) -> int:
+    """Seeds one tree of ``forest`` consumes (one per ``*random_state`` parameter).
+
+    Mirrors ``sklearn.ensemble._base._set_random_states``, which imblearn calls on the tree and
+    on its sampler.
+    """
+    from imblearn.under_sampling import RandomUnderSampler
+    from sklearn.tree import DecisionTreeClassifier
+
+    tree = forest.estimator if forest.estimator is not None else DecisionTreeClassifier()
+
+    count = 0
+    for obj in (tree, RandomUnderSampler()):
+        count += sum(1 for key in obj.get_params(deep=True) if key.endswith("random_state"))
+    return count
+
+
+def train_model(
+    packed: Any,
+    labels: Sequence[str],
+    size: int,
+    *,
+    crystals: str = "merge",
+    params: dict[str, Any] | None = None,
+    meta: dict[str, Any] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    cancel: threading.Event | None = None,
+    n_jobs: int | None = None,
+) -> Model:
+    """Train a balanced random forest on packed masks.
+
+    Trees are grown in batches of ``n_jobs`` with ``warm_start`` so progress can be reported
+    and the run cancelled between batches. imblearn's warm start draws one seed per existing
+    tree to catch up, but each tree consumed two (tree and sampler), so a naive warm start
+    does not reproduce a one-shot fit; each batch therefore gets a ``RandomState`` advanced by
+    the missing draws, which makes the forest identical to ``fit`` with ``n_estimators`` at
+    once (tested). ``random_state`` is restored to the integer afterwards.
+
+    Parameters
+    ----------
+    packed : array-like (n, ceil(size*size/8)) uint8
+        ``np.packbits`` rows; anything sliceable as ``packed[i:j]`` (numpy, zarr).
+    labels : sequence of str
+        NEDC label per row.
+    size : int
+        Mask side in pixels.
+    crystals : {"merge", "keep", "drop"}
+        Crystal-label policy (see `map_labels`).
+    params : dict, optional
+        Overrides of `DEFAULT_PARAMS` (any ``BalancedRandomForestClassifier`` parameter).
+    meta : dict, optional
+        Caller's description (``method``, ``level_rule``, ``dataset``...), stored in the model.
+    progress : callable(done_trees, total_trees), optional
+    cancel : threading.Event, optional
+        When set, training stops before the next batch with `errors.Cancelled`.
+    n_jobs : int, optional
+        Threads for tree building (does not change the result).
+
+    Returns
+    -------
+    Model
+    """
+    from imblearn.ensemble import BalancedRandomForestClassifier
+
+    meta = dict(meta or {})
+    source = meta.get("dataset")
+    source = None if source is None else str(source)
+    n = check_packed(packed, size, source)
+    labels = np.asarray(labels, dtype=str).reshape(-1)
+    if len(labels) != n:
+        raise DatasetError(source, f"{n} masks but {len(labels)} labels")
+    y, keep = map_labels(labels, crystals)
+    classes, counts = np.unique(y, return_counts=True)
+    if len(classes) < 2:
+        found = ", ".join(classes) if len(classes) else "none"
+        raise DatasetError(
+            source,
+            f"training needs at least 2 classes after crystals={crystals!r}, found {found}",
+        )
+    merged = {**DEFAULT_PARAMS, **(params or {})}
+    for key in ("warm_start", "n_jobs"):
+        merged.pop(key, None)
+    seed = merged.get("random_state")
+    if seed is not None and not isinstance(seed, (int, np.integer)):
+        raise ValueError("random_state must be an int or None for reproducible training")
+    total = int(merged["n_estimators"])
+    if total < 1:
+        raise ValueError("n_estimators must be at least 1")
+
+    forest = BalancedRandomForestClassifier(**merged)
+    jobs = n_jobs if n_jobs is not None else 1
+    batch = max(1, jobs if jobs > 0 else (os.cpu_count() or 1))
+    X = _features(packed, keep, size)
+    draws = _draws_per_tree(forest)
+    done = 0
+    if progress is not None:
+        progress(0, total)
+    while done < total:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("training cancelled")
+        step = min(batch, total - done)
+        state = np.random.RandomState(seed)
+        if done:  # fit() itself skips `done` seeds more: together `draws * done`
+            state.randint(_MAX_INT, size=(draws - 1) * done)
+        forest.set_params(
+            n_estimators=done + step, warm_start=done > 0, random_state=state, n_jobs=n_jobs
+        )
+        forest.fit(X, y)
+        done += step
+        if progress is not None:
+            progress(done, total)
+    forest.set_params(random_state=seed, warm_start=False, n_jobs=None)
+    del X
+
+    return Model(
+        estimator=forest,
+        classes=tuple(str(c) for c in forest.classes_),
+        crystals=crystals,
+        size=int(size),
+        method=meta.get("method"),
+        level_rule=meta.get("level_rule"),
+        params=merged,
+        versions=library_versions(),
+        training_hash=training_hash(packed, labels, size),
+        class_counts={str(c): int(k) for c, k in zip(classes, counts, strict=True)},
+        meta=_jsonable(meta),
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` with paths and numpy scalars turned into plain JSON types."""
+    return json.loads(json.dumps(value, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.integer, np.floating, np.bool_)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one step."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_model(model: Model, path: str | os.PathLike) -> Path:
+    """Write ``model`` as a skops file with its metadata as a JSON member; atomic."""
+    import skops.io as sio
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        sio.dump(model.estimator, tmp)
+        with zipfile.ZipFile(tmp, "a", compression=zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr(META_MEMBER, json.dumps(model.metadata(), indent=1))
+    return path
+
+
+def read_model_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON metadata of a model file, checked for format and version (estimator not loaded)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(path, "model file not found")
+    if not zipfile.is_zipfile(path):
+        with path.open("rb") as fh:
+            head = fh.read(2)
+        kind = "a pickle" if head[:1] == b"\x80" else "not a skops file"
+        raise ModelError(path, f"not a napari-crystal model ({kind}); refusing to load it")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+            if "schema.json" not in names:
+                raise ModelError(path, "not a napari-crystal model (zip without a skops schema)")
+            if META_MEMBER not in names:
+                raise ModelError(path, f"model metadata ({META_MEMBER}) is missing")
+            meta = json.loads(zf.read(META_MEMBER))
+    except (zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelError(path, f"unreadable model file: {exc}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ModelError(path, "model metadata is not napari-crystal's")
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ModelError(
+            path,
+            f"model format version {version} is not supported (this napari-crystal reads "
+            f"version {FORMAT_VERSION}); retrain the model",
+        )
+    required = ("classes", "crystals", "size", "params", "versions", "training_hash")
+    missing = [key for key in required if key not in meta]
+    if missing:
+        raise ModelError(path, f"model metadata lacks {', '.join(missing)}")
+    return meta
+
+
+def load_model(path: str | os.PathLike) -> Model:
+    """Load a model saved by `save_model`, trusting only `TRUSTED_TYPES` (never unpickles).
+
+    Raises `ModelError` for a file that is not a skops zip (e.g. a pickle), another format
+    version, missing metadata, untrusted types, or an estimator that disagrees with its
+    metadata. A different scikit-learn/imblearn version only warns.
+    """
+    import skops.io as sio
+
+    path = Path(path)
+    meta = read_model_metadata(path)
+    try:
+        untrusted = sio.get_untrusted_types(file=path)
+    except Exception as exc:  # skops raises assorted errors for broken schemas
+        raise ModelError(path, f"unreadable skops content: {exc}") from None
+    refused = sorted(set(untrusted) - TRUSTED_TYPES)
+    if refused:
+        raise ModelError(path, f"refusing untrusted types in model file: {', '.join(refused)}")
+    try:
+        estimator = sio.load(path, trusted=list(untrusted))
+    except Exception as exc:
+        raise ModelError(path, f"cannot load the estimator: {exc}") from None
+    from imblearn.ensemble import BalancedRandomForestClassifier
+
+    if not isinstance(estimator, BalancedRandomForestClassifier):
+        raise ModelError(path, f"expected a BalancedRandomForestClassifier, got {type(estimator)}")
+    classes = tuple(str(c) for c in estimator.classes_)
+    if classes != tuple(meta["classes"]):
+        raise ModelError(path, "estimator classes disagree with the model metadata")
+    size = int(meta["size"])
+    if getattr(estimator, "n_features_in_", size * size) != size * size:
+        raise ModelError(path, "estimator feature count disagrees with the mask size")
+    current = library_versions()
+    differ = [
+        f"{lib} {meta['versions'].get(lib)} (now {current[lib]})"
+        for lib in ("sklearn", "imblearn")
+        if meta["versions"].get(lib) != current[lib]
+    ]
+    if differ:
+        warnings.warn(
+            f"{path}: model saved with {', '.join(differ)}; predictions may differ",
+            UserWarning,
+            stacklevel=2,
+        )
+    return Model(
+        estimator=estimator,
+        classes=classes,
+        crystals=str(meta["crystals"]),
+        size=size,
+        method=meta.get("method"),
+        level_rule=meta.get("level_rule"),
+        params=dict(meta["params"]),
+        versions=dict(meta["versions"]),
+        training_hash=str(meta["training_hash"]),
+        class_counts={str(k): int(v) for k, v in meta.get("class_counts", {}).items()},
+        meta=dict(meta.get("meta") or {}),
+        path=str(path),
+    )
+
+
+def check_compatible(
+    model: Model,
+    *,
+    size: int | None = None,
+    method: str | None = None,
+    path: str | os.PathLike | None = None,
+) -> None:
+    """Raise `ModelError` when a dataset's mask size or method differs from the model's.
+
+    ``path`` names the dataset in the message; ``None`` values are not checked.
+    """
+    where = path if path is not None else model.path
+    if size is not None and int(size) != model.size:
+        raise ModelError(
+            where,
+            f"dataset has {size}x{size} masks but the model was trained on "
+            f"{model.size}x{model.size} masks",
+        )
+    if method is not None and model.method is not None and method != model.method:
+        raise ModelError(
+            where,
+            f"dataset masks were made with method {method!r} but the model with {model.method!r}",
+        )
