@@ -267,17 +267,16 @@ def window_overlaps(coords, shape, frame: int = 250, window: int = 500):
     local = coords - lo  # small numbers: less rounding
     tops = r_starts[r_first:r_last] - lo[0]
     lefts = c_starts[c_first:c_last] - lo[1]
-    ys = np.unique(np.clip(np.concatenate([tops, tops + window]), 0, hi[0] - lo[0]))
-    xs = np.unique(np.clip(np.concatenate([lefts, lefts + window]), 0, hi[1] - lo[1]))
+    # the prefix area is flat beyond the bounding box: clip the window edges into it
+    ys, iy = np.unique(np.clip(np.concatenate([tops, tops + window]), 0, hi[0] - lo[0]),
+                       return_inverse=True)  # fmt: skip
+    xs, ix = np.unique(np.clip(np.concatenate([lefts, lefts + window]), 0, hi[1] - lo[1]),
+                       return_inverse=True)  # fmt: skip
     grid = _prefix_area(local, ys, xs)
-
-    def at(y, x):
-        iy = np.searchsorted(ys, np.clip(y, 0, hi[0] - lo[0]))
-        ix = np.searchsorted(xs, np.clip(x, 0, hi[1] - lo[1]))
-        return grid[np.ix_(iy, ix)]
-
-    bottoms, rights = tops + window, lefts + window
-    areas = at(bottoms, rights) - at(tops, rights) - at(bottoms, lefts) + at(tops, lefts)
+    n_r, n_c = len(tops), len(lefts)
+    top_rows, bottom_rows = grid[iy[:n_r]], grid[iy[n_r:]]
+    left, right = ix[:n_c], ix[n_c:]
+    areas = bottom_rows[:, right] - top_rows[:, right] - bottom_rows[:, left] + top_rows[:, left]
     return (r_first, r_last), (c_first, c_last), areas
 
 
@@ -285,7 +284,7 @@ def polygon_area(coords) -> float:
     """Shoelace area of a polygon given as (N, 2) row/col vertices."""
     c = np.asarray(coords, dtype=np.float64).reshape(-1, 2)
     y, x = c[:, 0], c[:, 1]
-    return abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))) / 2
+    return abs(float(x[:-1] @ y[1:] - y[:-1] @ x[1:] + x[-1] * y[0] - y[-1] * x[0])) / 2
 
 
 def label_frames(annotation, shape, frame: int = 250, window: int = 500, threshold: float = 0.5):
