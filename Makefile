@@ -25,7 +25,7 @@ system-deps:
 	  else echo "warning: Xvfb missing and not root: viewer tests will be skipped or fail"; fi; \
 	fi
 
-demo: $(STAMP)
+demo: $(STAMP) system-deps
 	$(PY) -m napari_crystal.demo --out $(DEMO_DIR)
 
 test: $(STAMP) system-deps

@@ -1,0 +1,222 @@
+"""``dataset``, ``train``, ``evaluate``, ``compare`` and ``experiment``: the study from the shell."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from napari_crystal.cli._progress import StepBars, progress_bar
+
+SCHEDULER_HELP = (
+    "dask scheduler: threads (default, all cores), processes, sync, or a dask.distributed "
+    "address such as tcp://host:8786"
+)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _forest_params(args: argparse.Namespace) -> dict:
+    params = {}
+    if args.trees is not None:
+        params["n_estimators"] = args.trees
+    if args.max_depth is not None:
+        params["max_depth"] = args.max_depth
+    if args.seed is not None:
+        params["random_state"] = args.seed
+    return params
+
+
+def _forest_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trees", type=int, help="number of trees (default 100, the paper's)")
+    p.add_argument("--max-depth", type=int, help="tree depth limit (default none)")
+    p.add_argument("--seed", type=int, help="random seed (default 42)")
+    p.add_argument("--jobs", type=int, default=-1, help="threads for the forest (default all)")
+
+
+def register(subparsers) -> None:
+    """Add the pipeline commands."""
+    p = subparsers.add_parser(
+        "dataset", help="masks of every annotated region of a corpus split, packed in a dataset"
+    )
+    p.add_argument("corpus", type=Path, metavar="CORPUS")
+    p.add_argument("--split", default="train", help="train, dev or eval (default train)")
+    p.add_argument("--out", type=Path, required=True, metavar="DATASET", help="dataset (.zarr)")
+    p.add_argument("--method", choices=("threshold", "polygon"), default="threshold")
+    p.add_argument("--size", type=int, default=256, help="mask side in pixels (default 256)")
+    p.add_argument("--scheduler", default=None, help=SCHEDULER_HELP)
+    _common(p)
+    p.set_defaults(func=run_dataset)
+
+    p = subparsers.add_parser("train", help="train a balanced random forest on a dataset")
+    p.add_argument("dataset", type=Path, metavar="DATASET")
+    p.add_argument("--out", type=Path, required=True, metavar="MODEL", help="model (.skops)")
+    p.add_argument(
+        "--crystals",
+        choices=("merge", "keep", "drop"),
+        default="merge",
+        help="crystal labels: merged into their parents (default), kept apart, or dropped",
+    )
+    _forest_options(p)
+    _common(p)
+    p.set_defaults(func=run_train)
+
+    p = subparsers.add_parser("evaluate", help="per-class evaluation of a model on a dataset")
+    p.add_argument("model", type=Path, metavar="MODEL")
+    p.add_argument("dataset", type=Path, metavar="DATASET")
+    p.add_argument("--out", type=Path, required=True, metavar="REPORT_DIR")
+    p.add_argument("--jobs", type=int, default=-1, help="threads for prediction (default all)")
+    _common(p)
+    p.set_defaults(func=run_evaluate)
+
+    p = subparsers.add_parser("compare", help="compare two models on the same dataset")
+    p.add_argument("model_a", type=Path, metavar="MODEL_A")
+    p.add_argument("model_b", type=Path, metavar="MODEL_B")
+    p.add_argument("dataset", type=Path, metavar="DATASET")
+    p.add_argument("--out", type=Path, required=True, metavar="REPORT_DIR")
+    p.add_argument("--level", type=float, default=0.95, help="confidence level (default 0.95)")
+    p.add_argument("--jobs", type=int, default=-1, help="threads for prediction (default all)")
+    _common(p)
+    p.set_defaults(func=run_compare)
+
+    p = subparsers.add_parser(
+        "experiment", help="the whole crystal study: datasets, two models, evaluation, comparison"
+    )
+    p.add_argument("corpus", type=Path, metavar="CORPUS")
+    p.add_argument("--out", type=Path, required=True, metavar="REPORT_DIR")
+    p.add_argument("--external", type=Path, metavar="CORPUS2", help="external test corpus")
+    p.add_argument("--method", choices=("threshold", "polygon"), default="threshold")
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--scheduler", default=None, help=SCHEDULER_HELP)
+    _forest_options(p)
+    _common(p)
+    p.set_defaults(func=run_experiment_cmd)
+
+
+def run_dataset(args: argparse.Namespace) -> int:
+    from napari_crystal.masks import build_dataset
+
+    with progress_bar(f"dataset {args.split}", "patch", args.quiet) as progress:
+        ds = build_dataset(
+            args.corpus,
+            args.split,
+            args.out,
+            method=args.method,
+            size=args.size,
+            progress=progress,
+            scheduler=args.scheduler,
+        )
+    counts = _counts(ds.labels)
+    print(f"{args.out}: {len(ds)} patches, {args.size}x{args.size} {args.method} masks")
+    print("  " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return 0
+
+
+def _counts(labels) -> dict[str, int]:
+    import numpy as np
+
+    from napari_crystal.evaluation import label_order
+
+    values, counts = np.unique(np.asarray(labels, dtype=str), return_counts=True)
+    found = dict(zip(values.tolist(), counts.tolist(), strict=True))
+    return {k: found[k] for k in label_order(found)}
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from napari_crystal.experiment import train_on_dataset
+    from napari_crystal.masks import load_dataset
+    from napari_crystal.training import save_model
+
+    ds = load_dataset(args.dataset)
+    with progress_bar(f"train ({args.crystals})", "tree", args.quiet) as progress:
+        model = train_on_dataset(
+            ds, crystals=args.crystals, params=_forest_params(args), progress=progress,
+            n_jobs=args.jobs,
+        )  # fmt: skip
+    save_model(model, args.out)
+    print(
+        f"{args.out}: {len(model.classes)} classes, trained on {sum(model.class_counts.values())} patches"
+    )
+    print("  " + ", ".join(f"{k} {v}" for k, v in model.class_counts.items()))
+    return 0
+
+
+def _evaluate(model_path: Path, ds, args, name: str):
+    from napari_crystal.experiment import evaluate_model
+    from napari_crystal.training import load_model
+
+    model = load_model(model_path)
+    with progress_bar(f"predict {name}", "patch", args.quiet) as progress:
+        return evaluate_model(
+            model, ds, name=name, test_set=args.dataset.stem, progress=progress, n_jobs=args.jobs
+        )
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from napari_crystal.experiment import write_reports
+    from napari_crystal.masks import load_dataset
+
+    ds = load_dataset(args.dataset)
+    result = _evaluate(args.model, ds, args, args.model.stem)
+    files = write_reports(args.out, [result.report], title=f"Evaluation of {args.model.name}")
+    r = result.report
+    print(f"{r.correct}/{r.n} correct, accuracy {100 * r.accuracy:.1f}%")
+    print(f"report: {files['markdown']}")
+    return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from napari_crystal.experiment import compare_evaluations, write_reports
+    from napari_crystal.masks import load_dataset
+
+    ds = load_dataset(args.dataset)
+    name_a, name_b = args.model_a.stem, args.model_b.stem
+    if name_a == name_b:
+        name_a, name_b = f"A:{name_a}", f"B:{name_b}"
+    a = _evaluate(args.model_a, ds, args, name_a)
+    b = _evaluate(args.model_b, ds, args, name_b)
+    cmp = compare_evaluations(
+        a, b, names=(name_a, name_b), level=args.level, test_set=args.dataset.stem
+    )
+    files = write_reports(
+        args.out, [a.report, b.report], [cmp], title=f"{name_a} against {name_b}"
+    )
+    print(_comparison_line(cmp))
+    print(f"report: {files['markdown']}")
+    return 0
+
+
+def _comparison_line(c) -> str:
+    lo, hi = c.wald_ci
+    return (
+        f"{c.test_set}: {c.name_a} {100 * c.correct_a / c.n:.1f}% vs {c.name_b} "
+        f"{100 * c.correct_b / c.n:.1f}% (n={c.n}): difference {100 * c.difference:+.1f} pp, "
+        f"{100 * c.level:g}% CI [{100 * lo:+.1f}, {100 * hi:+.1f}], McNemar p={c.mcnemar_p:.3g}"
+    )
+
+
+def run_experiment_cmd(args: argparse.Namespace) -> int:
+    from napari_crystal.experiment import run_experiment
+
+    with StepBars(args.quiet) as bars:
+        result = run_experiment(
+            args.corpus,
+            args.out,
+            external=args.external,
+            method=args.method,
+            size=args.size,
+            params=_forest_params(args),
+            scheduler=args.scheduler,
+            n_jobs=args.jobs,
+            progress=bars,
+        )
+    for r in result.reports:
+        print(
+            f"{r.test_set}: {r.name}: {r.correct}/{r.n} correct, accuracy {100 * r.accuracy:.1f}%"
+        )
+    for c in result.comparisons:
+        print(_comparison_line(c))
+    print("steps: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items()))
+    print(f"report: {result.files['markdown']}")
+    return 0

@@ -1,0 +1,288 @@
+"""The crystal study as reusable steps: train on a dataset, evaluate, compare, run it all.
+
+The CLI commands and the napari widgets call these same functions, so both give the same
+numbers for the same inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_crystal.errors import DatasetError
+from napari_crystal.evaluation import (
+    Comparison,
+    Report,
+    compare,
+    evaluate,
+    model_truth,
+    predict_chunked,
+    save_confusion_png,
+    write_report_json,
+    write_report_markdown,
+)
+from napari_crystal.masks import Dataset, build_dataset
+from napari_crystal.training import (
+    Model,
+    check_compatible,
+    map_labels,
+    save_model,
+    train_model,
+)
+
+Progress = Callable[[int, int], None] | None
+#: ``step_progress(step, done, total)``: one callback for every step of a multi-step run.
+StepProgress = Callable[[str, int, int], None] | None
+
+WITH, WITHOUT = "with crystals", "without crystals"
+
+
+def dataset_meta(dataset: Dataset) -> dict[str, Any]:
+    """What a model must remember about the dataset it was trained on."""
+    meta = dict(dataset.meta or {})
+    return {
+        "method": dataset.method,
+        "size": int(dataset.size),
+        "level_rule": meta.get("level_rule"),
+        "channel": meta.get("channel"),
+        "dataset": meta.get("path") or meta.get("corpus"),
+        "n_patches": len(dataset),
+    }
+
+
+def train_on_dataset(
+    dataset: Dataset,
+    *,
+    crystals: str = "merge",
+    params: dict[str, Any] | None = None,
+    progress: Progress = None,
+    cancel: threading.Event | None = None,
+    n_jobs: int | None = None,
+) -> Model:
+    """Train a balanced random forest on a dataset's packed masks (the paper's defaults)."""
+    return train_model(
+        dataset.packed,
+        dataset.labels,
+        dataset.size,
+        crystals=crystals,
+        params=params,
+        meta=dataset_meta(dataset),
+        progress=progress,
+        cancel=cancel,
+        n_jobs=n_jobs,
+    )
+
+
+@dataclass
+class Evaluation:
+    """A model's predictions on a dataset and the report they give."""
+
+    report: Report
+    predicted: np.ndarray
+    proba: np.ndarray
+    truth: np.ndarray
+
+
+def evaluate_model(
+    model: Model,
+    dataset: Dataset,
+    *,
+    name: str = "",
+    test_set: str = "",
+    chunk: int = 1024,
+    progress: Progress = None,
+    cancel: threading.Event | None = None,
+    n_jobs: int | None = None,
+) -> Evaluation:
+    """Check the model fits the dataset, predict in chunks, and report against the truth."""
+    where = (dataset.meta or {}).get("path")
+    check_compatible(model, size=dataset.size, method=dataset.method, path=where)
+    pred, proba = predict_chunked(
+        model, dataset.packed, chunk=chunk, progress=progress, cancel=cancel, n_jobs=n_jobs
+    )
+    truth = model_truth(model, dataset.labels)
+    report = evaluate(truth, pred, model.classes, name=name, test_set=test_set)
+    return Evaluation(report, pred, proba, truth)
+
+
+def compare_evaluations(
+    a: Evaluation,
+    b: Evaluation,
+    *,
+    names: tuple[str, str] = ("A", "B"),
+    level: float = 0.95,
+    test_set: str = "",
+) -> Comparison:
+    """Compare two models on the same patches, in a label space both share.
+
+    A model that keeps crystal classes apart is compared with one that merges them after
+    merging its predictions too, so a crystal region predicted as its parent counts as right.
+    """
+    if len(a.truth) != len(b.truth):
+        raise ValueError("the two evaluations are not of the same patches")
+    truth_a, truth_b = a.truth, b.truth
+    pa, pb = a.predicted, b.predicted
+    if not np.array_equal(truth_a, truth_b):
+        truth_a = map_labels(truth_a, "merge")[0]
+        pa = map_labels(pa, "merge")[0]
+        pb = map_labels(pb, "merge")[0]
+    return compare(truth_a, pa, pb, level=level, names=names, test_set=test_set)
+
+
+def write_reports(
+    out: str | os.PathLike,
+    reports: list[Report],
+    comparisons: list[Comparison] = (),
+    *,
+    title: str = "Evaluation",
+    meta: dict[str, Any] | None = None,
+) -> dict[str, Path]:
+    """Write ``report.json``, ``report.md`` and one confusion-matrix PNG per report."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {
+        "json": write_report_json(reports, out / "report.json", comparisons, meta),
+        "markdown": write_report_markdown(reports, out / "report.md", comparisons, title),
+    }
+    for r in reports:
+        stem = "-".join(filter(None, [_slug(r.name), _slug(r.test_set)])) or "model"
+        files[f"confusion {stem}"] = save_confusion_png(r, out / f"confusion-{stem}.png")
+    return files
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
+
+
+@dataclass
+class ExperimentResult:
+    """Where the study's outputs are, its headline numbers and the time each step took."""
+
+    out: Path
+    reports: list[Report]
+    comparisons: list[Comparison]
+    files: dict[str, Path]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def eval_folder(corpus: Path) -> tuple[Path, str | None]:
+    """The evaluation split of a corpus: ``eval/`` when present, else the whole corpus."""
+    return (corpus, "eval") if (corpus / "eval").is_dir() else (corpus, None)
+
+
+def run_experiment(
+    corpus: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    external: str | os.PathLike | None = None,
+    method: str = "threshold",
+    size: int = 256,
+    params: dict[str, Any] | None = None,
+    scheduler: Any = None,
+    n_jobs: int | None = None,
+    chunk: int = 1024,
+    progress: StepProgress = None,
+) -> ExperimentResult:
+    """Datasets for train and eval, models with and without crystals, evaluation, comparison.
+
+    Everything lands in ``out``: ``datasets/`` (reused on a rerun when inputs are unchanged),
+    ``models/``, ``report.md``/``report.json`` laid out like the study's tables, confusion
+    PNGs and ``timings.json`` with the wall time of each step.
+    """
+    corpus, out = Path(corpus), Path(out)
+    if not (corpus / "train").is_dir():
+        raise DatasetError(corpus, "corpus has no train/ folder (expected train/, dev/, eval/)")
+    if not (corpus / "eval").is_dir():
+        raise DatasetError(corpus, "corpus has no eval/ folder (expected train/, dev/, eval/)")
+    if external is not None and not Path(external).is_dir():
+        raise DatasetError(external, "external corpus is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+
+    def step(name: str):
+        return None if progress is None else (lambda done, total: progress(name, done, total))
+
+    def timed(name: str, fn, *args, **kwargs):
+        start = time.perf_counter()
+        result = fn(*args, **kwargs, progress=step(name))
+        timings[name] = round(time.perf_counter() - start, 3)
+        return result
+
+    sets = {"eval": (corpus, "eval")}
+    if external is not None:
+        sets[Path(external).name or "external"] = eval_folder(Path(external))
+    data_opts = {"method": method, "size": size, "scheduler": scheduler}
+    train = timed(
+        "dataset train",
+        build_dataset,
+        corpus,
+        "train",
+        out / "datasets" / "train.zarr",
+        **data_opts,
+    )
+    tests = {
+        name: timed(
+            f"dataset {name}",
+            build_dataset,
+            root,
+            split,
+            out / "datasets" / f"{_slug(name)}.zarr",
+            **data_opts,
+        )  # fmt: skip
+        for name, (root, split) in sets.items()
+    }
+
+    models = {}
+    for name, crystals in ((WITH, "merge"), (WITHOUT, "drop")):
+        model = timed(
+            f"train {name}", train_on_dataset, train, crystals=crystals, params=params,
+            n_jobs=n_jobs,
+        )  # fmt: skip
+        save_model(model, out / "models" / f"{_slug(name)}.skops")
+        models[name] = model
+
+    reports, comparisons = [], []
+    for test_name, dataset in tests.items():
+        evals = {
+            name: timed(
+                f"evaluate {name} on {test_name}",
+                evaluate_model,
+                model,
+                dataset,
+                name=name,
+                test_set=test_name,
+                chunk=chunk,
+                n_jobs=n_jobs,
+            )  # fmt: skip
+            for name, model in models.items()
+        }
+        reports += [e.report for e in evals.values()]
+        comparisons.append(
+            compare_evaluations(
+                evals[WITH], evals[WITHOUT], names=(WITH, WITHOUT), test_set=test_name
+            )
+        )
+    meta = {
+        "corpus": str(corpus),
+        "external": None if external is None else str(external),
+        "method": method,
+        "size": size,
+        "train_patches": len(train),
+        "train_class_counts": {k: v for k, v in models[WITH].class_counts.items()},
+        "test_patches": {name: len(ds) for name, ds in tests.items()},
+        "timings_s": timings,
+    }
+    files = write_reports(out, reports, comparisons, title="Crystal experiment", meta=meta)
+    tmp = out / "timings.json.tmp"
+    tmp.write_text(json.dumps(timings, indent=1) + "\n")
+    os.replace(tmp, out / "timings.json")
+    files["timings"] = out / "timings.json"
+    return ExperimentResult(out, reports, comparisons, files, timings)
