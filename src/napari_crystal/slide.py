@@ -113,6 +113,17 @@ class Slide:
         self.close()
 
 
+def _snap(downsample: float) -> float:
+    """A downsample within 1% of an integer is that integer: levels made by flooring
+    ``rows / 4`` are exactly 4x coarser, and level-0 coordinates must map onto them exactly."""
+    nearest = round(downsample)
+    return (
+        float(nearest)
+        if nearest and abs(downsample - nearest) <= 0.01 * downsample
+        else downsample
+    )
+
+
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) < 200 else text[:197] + "..."
@@ -336,7 +347,9 @@ def _open_tifffile(path: Path) -> Slide:
             )
             tiles.append(_TileReader(page, lock) if direct else None)
         base_rows, base_cols = levels[0].shape[:2]
-        downsamples = [(base_rows / lv.shape[0] + base_cols / lv.shape[1]) / 2 for lv in levels]
+        downsamples = [
+            _snap((base_rows / lv.shape[0] + base_cols / lv.shape[1]) / 2) for lv in levels
+        ]
         slide = Slide(
             path=path,
             levels=levels,
