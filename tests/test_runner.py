@@ -1,0 +1,61 @@
+"""The widgets' job runner: controls disabled while running, cancel, errors, event loop alive."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from magicgui.widgets import ProgressBar, PushButton
+
+from napari_crystal.errors import Cancelled
+
+pytest.importorskip("napari")
+
+from napari_crystal.widgets._runner import Runner  # noqa: E402
+
+
+def _job(n, progress=None, cancel=None, fail=False):
+    for i in range(n):
+        if cancel.is_set():
+            raise Cancelled("stop")
+        if fail and i == 2:
+            raise ValueError("broken input")
+        time.sleep(0.01)
+        progress(i + 1, n)
+    return n * 2
+
+
+@pytest.fixture
+def runner(qtbot):
+    run_button, cancel = PushButton(text="Run"), PushButton(text="Cancel")
+    return Runner(ProgressBar(), [run_button], cancel)
+
+
+def test_runs_disables_and_returns(runner, qtbot):
+    results = []
+    runner.start(_job, 20, label="job", on_done=results.append)
+    assert runner.busy and not runner.controls[0].enabled and runner.cancel_button.enabled
+    qtbot.waitUntil(lambda: not runner.busy, timeout=5000)
+    assert results == [40]
+    assert runner.controls[0].enabled and not runner.cancel_button.enabled
+
+
+def test_cancel_stops_the_job(runner, qtbot):
+    results = []
+    runner.start(_job, 10_000, label="job", on_done=results.append)
+    runner.cancel_button.changed.emit(True)
+    qtbot.waitUntil(lambda: not runner.busy, timeout=5000)
+    assert results == [] and isinstance(runner.last_error, Cancelled)
+    assert runner.controls[0].enabled
+
+
+def test_error_is_reported_and_widget_stays_usable(runner, qtbot):
+    errors = []
+    runner.start(_job, 10, fail=True, label="job", on_done=print, on_error=errors.append)
+    qtbot.waitUntil(lambda: not runner.busy, timeout=5000)
+    assert isinstance(errors[0], ValueError) and "broken input" in str(errors[0])
+    assert runner.controls[0].enabled
+    done = []
+    runner.start(_job, 3, label="again", on_done=done.append)
+    qtbot.waitUntil(lambda: not runner.busy, timeout=5000)
+    assert done == [6]
