@@ -777,9 +777,14 @@ def _annotation(regions: list[_Region], shape, mpp: float, stem: str, source: Pa
             )  # fmt: skip
         )
     return Annotation(
-        regions=out, mpp=mpp, width=int(shape[1]), height=int(shape[0]), bname=stem,
-        tissue=("breast",), source=source,
-    )  # fmt: skip
+        regions=out,
+        mpp=mpp,
+        width=int(shape[1]),
+        height=int(shape[0]),
+        bname=stem,
+        tissue="breast",
+        source=str(source),
+    )
 
 
 def generate_slide(
@@ -887,9 +892,15 @@ def generate_corpus(
             stem = f"{patient:08d}_s001_0hne_0000_a001_lvl001_t000"
             calcified = p.calcified_parents if split != "train" else {}
             generate_slide(
-                folder / f"{stem}.svs", labels, shape, seed=int(np.random.SeedSequence([seed, i, k]).generate_state(1)[0]),
-                cell=p.cell, mpp=p.mpp, calcified_parents=calcified, progress=step,
-            )  # fmt: skip
+                folder / f"{stem}.svs",
+                labels,
+                shape,
+                seed=int(np.random.SeedSequence([seed, i, k]).generate_state(1)[0]),
+                cell=p.cell,
+                mpp=p.mpp,
+                calcified_parents=calcified,
+                progress=step,
+            )
             for label in labels:
                 counts[label] = counts.get(label, 0) + 1
         summary[split] = {

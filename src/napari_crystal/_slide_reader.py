@@ -1,0 +1,79 @@
+"""napari reader for whole slides: a multiscale RGB image plus the NEDC annotation beside it."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from napari_crystal.slide import SLIDE_ONLY_SUFFIXES, SLIDE_SUFFIXES, Slide, is_slide, open_slide
+
+
+def get_slide_reader(path):
+    """The reader for a slide file, or ``None`` (fast) for anything else, plain TIFFs included.
+
+    ``.svs``/``.ndpi`` files are claimed even when broken, so the user gets our one-line error.
+    """
+    if isinstance(path, (list, tuple)):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix not in SLIDE_SUFFIXES or not p.is_file():
+        return None
+    if is_slide(p) or suffix in SLIDE_ONLY_SUFFIXES:
+        return read_slide
+    return None
+
+
+def slide_layer(slide: Slide, name: str | None = None):
+    """LayerData of a slide: its lazy levels as one multiscale RGB image in level-0 pixels."""
+    data = list(slide.levels) if len(slide.levels) > 1 else slide.levels[0]
+    meta = {
+        "name": name or slide.path.stem,
+        "rgb": True,
+        "multiscale": len(slide.levels) > 1,
+        "contrast_limits": (0, 255),
+        "metadata": {
+            "path": str(slide.path),
+            "mpp": slide.mpp,
+            "downsamples": list(slide.downsamples),
+            "shape": list(slide.shape),
+            "backend": slide.backend,
+        },
+    }
+    return (data, meta, "image")
+
+
+def annotation_for(path: Path, shape: tuple[int, int] | None = None) -> list:
+    """Annotation layers of the NEDC file beside ``path``; a broken one warns and gives none."""
+    from napari_crystal.errors import CrystalError
+    from napari_crystal.nedc import find_annotation, read_annotation
+
+    ann_path = find_annotation(path)
+    if ann_path is None:
+        return []
+    try:
+        ann = read_annotation(ann_path)
+    except (CrystalError, OSError, ValueError) as exc:
+        warnings.warn(
+            f"{ann_path}: annotation not loaded, slide opened without it: {exc}", stacklevel=2
+        )
+        return []
+    if shape is not None and ann.width and ann.height and (ann.height, ann.width) != tuple(shape):
+        warnings.warn(
+            f"{ann_path}: annotation is for a {ann.width} x {ann.height} slide, "
+            f"{path.name} is {shape[1]} x {shape[0]}; shown at level-0 pixels anyway",
+            stacklevel=2,
+        )
+    from napari_crystal._reader import annotation_layers
+
+    return list(annotation_layers(ann, name=path.stem))
+
+
+def read_slide(path) -> list:
+    """Layers of a slide file: the image, then its annotation layers when a file lies beside it."""
+    if isinstance(path, (list, tuple)):
+        path = path[0]
+    slide = open_slide(path)
+    return [slide_layer(slide), *annotation_for(slide.path, slide.shape)]
