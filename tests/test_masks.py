@@ -58,6 +58,20 @@ def test_polygon_mask_of_a_square_and_a_triangle():
     np.testing.assert_array_equal(coarse, np.array([[1, 1, 0, 0]] * 4, bool))
 
 
+def test_polygon_mask_equals_skimage_polygon2mask_on_random_polygons():
+    from skimage.draw import polygon2mask
+
+    rng = np.random.default_rng(11)
+    for t in range(150):
+        k = int(rng.integers(3, 30))
+        ang = np.sort(rng.uniform(0, 2 * np.pi, k))
+        rad = rng.uniform(1, 25) * rng.uniform(0.3, 1, k)
+        poly = np.stack([20 + rad * np.sin(ang), 22 + rad * np.cos(ang)], 1)
+        poly = np.round(poly) if t % 2 else poly[::-1]  # integer vertices, both orientations
+        shape = (40, 45) if t % 3 else (25, 30)  # some polygons stick out of the crop
+        np.testing.assert_array_equal(polygon_mask(poly, shape), polygon2mask(shape, poly))
+
+
 @pytest.mark.parametrize("shape", [(1, 1), (3, 700), (255, 256), (257, 1000), (1024, 512)])
 def test_resize_mask_is_skimage_nearest(shape):
     mask = np.random.default_rng(0).random(shape) > 0.5
