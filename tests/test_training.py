@@ -128,15 +128,15 @@ def test_training_hash_sees_labels_and_masks(data):
     assert training.training_hash(flipped, labels, SIZE) != h
 
 
-@pytest.mark.parametrize("n_jobs", [None, 2])
-def test_incremental_training_equals_one_shot(data, n_jobs):
+@pytest.mark.parametrize("n_jobs, step_seconds", [(None, 0), (2, 0), (2, 1.0)])
+def test_incremental_training_equals_one_shot(data, n_jobs, step_seconds):
     from imblearn.ensemble import BalancedRandomForestClassifier
 
     packed, labels = data
     seen = []
     model = train_model(
         packed, labels, SIZE, params={"n_estimators": 5}, n_jobs=n_jobs,
-        progress=lambda done, total: seen.append((done, total)),
+        step_seconds=step_seconds, progress=lambda done, total: seen.append((done, total)),
     )  # fmt: skip
     y, _ = map_labels(labels, "merge")
     one_shot = BalancedRandomForestClassifier(**{**DEFAULT_PARAMS, "n_estimators": 5})
@@ -150,7 +150,10 @@ def test_incremental_training_equals_one_shot(data, n_jobs):
         np.testing.assert_array_equal(ours.sample_indices_, theirs.sample_indices_)
     steps = [d for d, _ in seen]
     assert seen[0] == (0, 5) and steps[-1] == 5 and all(t == 5 for _, t in seen)
-    assert steps == ([0, 1, 2, 3, 4, 5] if n_jobs is None else [0, 2, 4, 5])
+    if step_seconds == 0:  # one tree per thread per batch
+        assert steps == ([0, 1, 2, 3, 4, 5] if n_jobs is None else [0, 2, 4, 5])
+    else:  # first batch one tree per thread, then ~1 s batches: all the rest at once here
+        assert steps[:2] == [0, 2] and steps == sorted(steps)
 
 
 def test_drop_mode_removes_crystal_patches(data):
@@ -182,8 +185,9 @@ def test_cancel_stops_between_trees(data):
 
     with pytest.raises(Cancelled):
         train_model(
-            packed, labels, SIZE, params={"n_estimators": 50}, progress=progress, cancel=cancel
-        )
+            packed, labels, SIZE, params={"n_estimators": 50}, progress=progress,
+            cancel=cancel, step_seconds=0,
+        )  # fmt: skip
     assert seen == [0, 1, 2]
 
 
