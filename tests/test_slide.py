@@ -199,3 +199,25 @@ def test_openslide_fallback_when_tifffile_cannot(tmp_path, monkeypatch):
         slide.read_region(1, 200, 400, 10, 10), level0[::2, ::2][100:110, 200:210]
     )
     slide.close()
+
+
+def test_concurrent_reads_are_consistent(deflate_slide):
+    """napari reads the zarr levels from threads while widgets call read_region: same file handle."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    source = _noise_source(3)
+    rng = np.random.default_rng(1)
+    boxes = [(int(rng.integers(0, 1100)), int(rng.integers(0, 1900))) for _ in range(40)]
+    with open_slide(deflate_slide) as slide:
+
+        def read(i):
+            top, left = boxes[i]
+            if i % 2:
+                return np.asarray(slide.levels[0][top : top + 150, left : left + 150])
+            return slide.read_region(0, top, left, 150, 150)
+
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(read, range(len(boxes))))
+    for (top, left), got in zip(boxes, results, strict=True):
+        want = source(top, left, 150, 150)
+        np.testing.assert_array_equal(got, want[: got.shape[0], : got.shape[1]])

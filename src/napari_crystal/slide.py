@@ -319,7 +319,8 @@ def _open_tifffile(path: Path) -> Slide:
         level_series = _series_levels(tif, series)
         size = path.stat().st_size
         levels, tiles, pages = [], [], []
-        lock = threading.RLock()
+        tif.filehandle.set_lock(True)  # napari (zarr) and read_region may read from threads
+        lock = tif.filehandle.lock
         for i, lvl in enumerate(level_series):
             page = lvl.pages[0] if hasattr(lvl, "pages") else lvl
             page = page.keyframe if hasattr(page, "keyframe") else page

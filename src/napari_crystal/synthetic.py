@@ -10,6 +10,7 @@ crystal counterparts, so merging the crystals into their parents helps on ``eval
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -459,6 +460,13 @@ def _stroma_tile(rng: np.random.Generator, size: int) -> np.ndarray:
     return np.clip(rgb, 0, 255).astype(np.uint8)
 
 
+@functools.lru_cache(maxsize=4)
+def _stroma_bank(batch: int, size: int) -> tuple[np.ndarray, ...]:
+    """Four stroma tiles of one staining batch, shared by every slide of that batch."""
+    rng = np.random.default_rng([20260101, batch])
+    return tuple(_stroma_tile(rng, size) for _ in range(4))
+
+
 def _upsample(coarse: np.ndarray, step: int, top: int, left: int, h: int, w: int) -> np.ndarray:
     """Bilinear sample of a coarse field (one value per ``step`` pixels) over a window."""
 
@@ -502,7 +510,7 @@ class SlideCanvas:
         self.shape = shape
         self.regions = sorted(regions, key=lambda r: r.top)
         rng = np.random.default_rng([seed, 1])
-        self.bank = [_stroma_tile(rng, self.BANK) for _ in range(4)]
+        self.bank = _stroma_bank(int(rng.integers(4)), self.BANK)
         self.tissue = _tissue_field(rng, shape, TISSUE_STEP) if tissue is None else tissue.copy()
         for reg in self.regions:  # regions always lie on tissue: a round islet where needed
             cy = (reg.top + reg.height / 2) / TISSUE_STEP
@@ -535,12 +543,19 @@ class SlideCanvas:
 
     def __call__(self, top: int, left: int, height: int, width: int) -> np.ndarray:
         out = self._stroma(top, left, height, width)
-        tissue = _upsample(self.tissue, TISSUE_STEP, top, left, height, width)
+        # the tissue edge is decided on a 4x coarser grid (ragged by the dither), then repeated
+        q = 4
+        t4, l4 = top // q, left // q
+        h4, w4 = -(-(top + height) // q) - t4, -(-(left + width) // q) - l4
+        tissue = _upsample(self.tissue, TISSUE_STEP // q, t4, l4, h4, w4)
         dh, dw = self.dither.shape
-        reps = (-(-(height + top % dh) // dh), -(-(width + left % dw) // dw))
-        dither = np.tile(self.dither, reps)
-        tissue += dither[top % dh : top % dh + height, left % dw : left % dw + width]
-        out[tissue < 0.5] = WHITE
+        reps = (-(-(h4 + t4 % dh) // dh), -(-(w4 + l4 % dw) // dw))
+        tissue += np.tile(self.dither, reps)[t4 % dh : t4 % dh + h4, l4 % dw : l4 % dw + w4]
+        background = tissue < 0.5
+        if background.any():
+            full = background.repeat(q, axis=0).repeat(q, axis=1)
+            oy, ox = top - t4 * q, left - l4 * q
+            out[full[oy : oy + height, ox : ox + width]] = WHITE
         for i, reg in enumerate(self.regions):
             if reg.top >= top + height:
                 break
