@@ -210,10 +210,10 @@ def run_experiment(
     def step(name: str):
         return None if progress is None else (lambda done, total: progress(name, done, total))
 
-    def timed(name: str, fn, *args, **kwargs):
+    def timed(step_name: str, fn, /, *args, **kwargs):
         start = time.perf_counter()
-        result = fn(*args, **kwargs, progress=step(name))
-        timings[name] = round(time.perf_counter() - start, 3)
+        result = fn(*args, **kwargs, progress=step(step_name))
+        timings[step_name] = round(time.perf_counter() - start, 3)
         return result
 
     sets = {"eval": (corpus, "eval")}
