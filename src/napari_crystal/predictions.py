@@ -510,3 +510,63 @@ def predict_slide(
         dataset, predicted.astype(str), proba, truth, evaluation, missing,
         frame if patches == "frames" else None,
     )  # fmt: skip
+
+
+def dataset_prediction_map(
+    model,
+    dataset,
+    slide_path: str | os.PathLike,
+    shape: Sequence[int] | None = None,
+    annotation=None,
+    *,
+    evaluation=None,
+    frame: int | None = None,
+    max_side: int = MAX_SIDE,
+    chunk: int = 1024,
+    progress: Progress = None,
+    cancel: threading.Event | None = None,
+    n_jobs: int | None = None,
+) -> PredictionMap:
+    """The `PredictionMap` of one slide's patches in a saved dataset.
+
+    Uses ``evaluation`` (an `experiment.Evaluation` of the whole dataset) when given, else
+    predicts this slide's patches with `experiment.evaluate_model`. Region patches get their
+    polygons from ``annotation`` (checked to be the dataset's), else their boxes are filled.
+    """
+    from napari_crystal.experiment import evaluate_model
+    from napari_crystal.masks import Dataset
+
+    where = (dataset.meta or {}).get("path") or (dataset.meta or {}).get("corpus")
+    rows = rows_of_slide(dataset.table, slide_path, shape, dataset=where)
+    table = dataset.table[rows]
+    if evaluation is None:
+        from napari_crystal.evaluation import model_truth
+
+        check_classes(model, model_truth(model, table.label), where=where)
+        sub = Dataset(
+            table, _take(dataset.packed, rows), dataset.size, dataset.method, dataset.meta
+        )
+        evaluation = evaluate_model(
+            model, sub, chunk=chunk, progress=progress, cancel=cancel, n_jobs=n_jobs
+        )
+        predicted, proba, truth = evaluation.predicted, evaluation.proba, evaluation.truth
+    else:
+        if len(evaluation.predicted) != len(dataset):
+            raise ValueError("the evaluation is not of this dataset")
+        predicted = evaluation.predicted[rows]
+        proba, truth = evaluation.proba[rows], evaluation.truth[rows]
+    polygons = None
+    if annotation is not None and set(np.unique(table.kind).tolist()) == {"region"}:
+        polygons = region_polygons(table, annotation)
+    return build_prediction_map(
+        table, predicted, truth, proba, model.classes, polygons, shape,
+        max_side=max_side, frame=frame,
+    )  # fmt: skip
+
+
+def _take(packed, rows: np.ndarray) -> np.ndarray:
+    """Rows of packed masks (numpy or zarr) by a bool mask, read in one selection."""
+    idx = np.flatnonzero(rows)
+    if isinstance(packed, np.ndarray):
+        return packed[idx]
+    return np.asarray(packed.get_orthogonal_selection((idx, slice(None))))

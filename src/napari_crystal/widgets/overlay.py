@@ -1,0 +1,367 @@
+"""The prediction overlay: predicted and true classes of every patch on the slide, and the errors.
+
+Three Labels layers over a `predictions.PredictionMap` (one pixel per frame, or regions filled
+at <= 4096 px a side) in the reader's palette, plus `OverlayControls`: errors only / one class's
+errors, side by side (grid) or overlaid, and what the patch under the mouse is. Labels images
+with a colour map, not 20,000 shapes, so it stays smooth on big slides.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    Label,
+    ProgressBar,
+    PushButton,
+)
+from napari.utils.colormaps import DirectLabelColormap
+from napari.utils.notifications import show_error, show_info
+
+from napari_crystal import palette
+from napari_crystal.errors import CrystalError
+from napari_crystal.predictions import PredictionMap, build_prediction_map
+from napari_crystal.widgets._runner import Runner
+
+if TYPE_CHECKING:  # pragma: no cover
+    import napari
+
+ALL, ERRORS = "all patches", "errors only"
+ERROR_COLOR = (0.0, 0.0, 0.0, 1.0)
+ERROR_OUTLINE_PX = 8  # errors are outlined: at least this many outline steps per frame side
+
+
+def class_colormap(alpha: float = 1.0) -> DirectLabelColormap:
+    """The reader's class palette as a napari colour map (0 transparent)."""
+    return DirectLabelColormap(color_dict=palette.label_colormap(alpha))
+
+
+def error_colormap(color=ERROR_COLOR) -> DirectLabelColormap:
+    """Every class index in one colour: errors are marked, their class is in the data."""
+    colors = {0: np.zeros(4), None: np.zeros(4)}
+    for i in range(1, palette.UNKNOWN_INDEX + 1):
+        colors[i] = np.asarray(color, dtype=float)
+    return DirectLabelColormap(color_dict=colors)
+
+
+def _upsampled(image: np.ndarray, factor: int) -> np.ndarray:
+    return image if factor == 1 else np.repeat(np.repeat(image, factor, 0), factor, 1)
+
+
+def _error_factor(pmap: PredictionMap) -> int:
+    """Upsampling of the error map so an outline is thinner than a frame."""
+    if pmap.raster.kind != "frame" or pmap.errors_map.size == 0:
+        return 1
+    side = max(pmap.errors_map.shape)
+    return max(1, min(ERROR_OUTLINE_PX, 4096 // max(side, 1)))
+
+
+class OverlayControls(Container):
+    """Controls of one prediction overlay: which patches to show, grid or overlaid, hover info."""
+
+    def __init__(
+        self, viewer: napari.viewer.Viewer, pmap: PredictionMap, layers: dict, slide=None,
+        world=((1.0, 1.0), (0.0, 0.0)),
+    ):  # fmt: skip
+        self.viewer = viewer
+        # level-0 pixel k sits at world k * scale + translate
+        self._world = (np.asarray(world[0], float), np.asarray(world[1], float))
+        self.pmap = pmap
+        self.prediction = layers["prediction"]
+        self.truth = layers["truth"]
+        self.errors = layers["errors"]
+        self.slide = slide
+        self._factor = _error_factor(pmap)
+        self._grid_state: dict[str, Any] | None = None
+        self._grid_copy = None
+        counts = pmap.error_counts()
+        choices = [ALL, ERRORS] + [f"errors of {c} ({n})" for c, n in counts.items()]
+        self._class_of = {f"errors of {c} ({n})": c for c, n in counts.items()}
+        self.show = ComboBox(label="show", choices=choices, value=ALL)
+        self.grid = CheckBox(text="prediction and truth side by side (grid)", value=False)
+        wrong, labelled = int(pmap.wrong.sum()), int((pmap.truth != "").sum())
+        self.summary = Label(
+            value=f"{len(pmap.table)} patches, {labelled} labelled, {wrong} wrong"
+            + (f" ({100 * wrong / labelled:.1f}%)" if labelled else "")
+        )
+        self.hover = Label(value="hover a patch: true class, predicted class, probabilities")
+        super().__init__(widgets=[self.summary, self.show, self.grid, self.hover], labels=False)
+        self.show.changed.connect(self._on_show)
+        self.grid.changed.connect(self._on_grid)
+        viewer.mouse_move_callbacks.append(self._on_mouse_move)
+        viewer.layers.events.removed.connect(self._on_removed)
+
+    @property
+    def layers(self) -> list:
+        """Prediction, truth and errors layers."""
+        return [self.prediction, self.truth, self.errors]
+
+    # ---------------------------------------------------------------- show
+    def selection(self) -> np.ndarray | None:
+        """Pixels of the maps currently shown (None: all)."""
+        value = self.show.value
+        if value == ALL:
+            return None
+        if value == ERRORS:
+            return self.pmap.errors_map != 0
+        return self.pmap.errors_map == palette.class_index(self._class_of[value])
+
+    def _on_show(self, *_: Any) -> None:
+        keep = self.selection()
+        p, t, e = self.pmap.predicted_map, self.pmap.truth_map, self.pmap.errors_map
+        if keep is not None:
+            p, t, e = (np.where(keep, m, 0).astype(np.uint8) for m in (p, t, e))
+        self.prediction.data, self.truth.data = p, t
+        self.errors.data = _upsampled(e, self._factor)
+
+    # ---------------------------------------------------------------- hover
+    def info_text(self, row: float, col: float) -> str:
+        """What the hover label says at level-0 ``(row, col)``."""
+        info = self.pmap.info_at(row, col)
+        return "" if info is None else info.text()
+
+    def _on_mouse_move(self, viewer, event) -> None:
+        pos = viewer.cursor.position
+        if len(pos) < 2:
+            return
+        scale, shift = self._world
+        row, col = (np.asarray(pos[-2:], dtype=float) - shift) / scale
+        text = self.info_text(row, col)
+        if text:
+            self.hover.value = text
+        viewer.text_overlay.text = text
+        viewer.text_overlay.visible = bool(text)
+
+    def _on_removed(self, event) -> None:
+        if event.value is self.prediction:
+            self.close_overlay()
+
+    def close_overlay(self) -> None:
+        """Stop listening to the viewer (the overlay's layers were removed)."""
+        if self._on_mouse_move in self.viewer.mouse_move_callbacks:
+            self.viewer.mouse_move_callbacks.remove(self._on_mouse_move)
+        self.viewer.text_overlay.visible = False
+
+    # ---------------------------------------------------------------- grid
+    def _on_grid(self, value: bool) -> None:
+        if value:
+            self._grid_on()
+        else:
+            self._grid_off()
+
+    def _grid_on(self) -> None:
+        """Two viewboxes: [errors, prediction, slide view] and [truth, slide]; others hidden."""
+        layers = self.viewer.layers
+        ours = {id(x) for x in self.layers}
+        slide = self.slide if self.slide in layers else None
+        self._grid_state = {
+            "visible": {id(x): x.visible for x in layers},
+            "stride": self.viewer.grid.stride,
+            "slide_index": layers.index(slide) if slide is not None else None,
+        }
+        for layer in layers:
+            if id(layer) not in ours and layer is not slide:
+                layer.visible = False
+        order = [self.truth]
+        if slide is not None:
+            from napari.layers import Image
+
+            self._grid_copy = Image(
+                slide.data, rgb=slide.rgb, multiscale=slide.multiscale, name=f"{slide.name} (grid)",
+                scale=slide.scale, translate=slide.translate, contrast_limits=slide.contrast_limits,
+            )  # fmt: skip
+            layers.append(self._grid_copy)
+            order = [slide, self.truth, self._grid_copy]
+        for layer in [*order, self.prediction, self.errors]:
+            layer.visible = True
+            layers.move(layers.index(layer), len(layers))
+        self.viewer.grid.stride = -(3 if slide is not None else 2)
+        self.viewer.grid.enabled = True
+
+    def _grid_off(self) -> None:
+        self.viewer.grid.enabled = False
+        state, self._grid_state = self._grid_state, None
+        layers = self.viewer.layers
+        if self._grid_copy is not None and self._grid_copy in layers:
+            layers.remove(self._grid_copy)
+        self._grid_copy = None
+        if state is None:
+            return
+        self.viewer.grid.stride = state["stride"]
+        for layer in layers:
+            if id(layer) in state["visible"]:
+                layer.visible = state["visible"][id(layer)]
+        if self.slide in layers and state["slide_index"] is not None:
+            layers.move(layers.index(self.slide), min(state["slide_index"], len(layers) - 1))
+
+
+def add_overlay_layers(
+    viewer: napari.viewer.Viewer, pmap: PredictionMap, *, name: str = "", slide=None, dock=True
+) -> OverlayControls:
+    """Add a built `PredictionMap` to the viewer (main thread): truth, prediction, errors."""
+    prefix = f"{name} " if name else ""
+    a, b = np.ones(2), np.zeros(2)
+    if slide is not None:  # maps are in level-0 pixels; follow the slide layer's world transform
+        a, b = np.asarray(slide.scale[-2:], float), np.asarray(slide.translate[-2:], float)
+
+    def placed(step: float) -> dict:
+        # raster pixel i covers level-0 [i step, (i + 1) step): napari puts pixel centres there
+        return {"scale": tuple(step * a), "translate": tuple((step - 1) / 2 * a + b)}
+
+    meta = {"napari_crystal": "prediction overlay", "classes": list(pmap.classes)}
+    truth = viewer.add_labels(
+        pmap.truth_map, name=f"{prefix}truth", colormap=class_colormap(), opacity=0.55,
+        metadata=meta, **placed(pmap.raster.scale),
+    )  # fmt: skip
+    prediction = viewer.add_labels(
+        pmap.predicted_map, name=f"{prefix}prediction", colormap=class_colormap(), opacity=0.55,
+        metadata=meta, **placed(pmap.raster.scale),
+    )  # fmt: skip
+    factor = _error_factor(pmap)
+    errors = viewer.add_labels(
+        _upsampled(pmap.errors_map, factor), name=f"{prefix}errors", colormap=error_colormap(),
+        opacity=1.0, metadata=meta, **placed(pmap.raster.scale / factor),
+    )  # fmt: skip
+    errors.contour = 1 if pmap.raster.kind == "frame" else 2  # outlines: the classes stay visible
+    truth.visible = False  # overlaid mode shows the prediction over the slide; grid shows both
+    controls = OverlayControls(
+        viewer, pmap, {"prediction": prediction, "truth": truth, "errors": errors}, slide, (a, b)
+    )
+    if dock and getattr(viewer, "window", None) is not None:
+        viewer.window.add_dock_widget(controls, name=f"{prefix}overlay".strip(), area="right")
+    return controls
+
+
+def add_prediction_overlay(
+    viewer: napari.viewer.Viewer,
+    table,
+    predicted,
+    truth,
+    proba=None,
+    classes=(),
+    annotation=None,
+    *,
+    shape=None,
+    frame: int | None = None,
+    slide=None,
+    name: str = "",
+    dock: bool = True,
+) -> OverlayControls:
+    """Build and add the overlay of one slide's patches; returns the controls (``.layers``).
+
+    ``annotation`` (an ``nedc.Annotation``) gives region patches their polygons; without it
+    their boxes are filled. ``shape`` is the slide's level-0 (rows, cols), ``slide`` its
+    Image layer (for grid mode and its world transform).
+    """
+    from napari_crystal.predictions import region_polygons
+
+    polygons = None
+    if annotation is not None and len(table) and set(np.unique(table.kind)) == {"region"}:
+        polygons = region_polygons(table, annotation)
+    pmap = build_prediction_map(
+        table, predicted, truth, proba, classes, polygons, shape, frame=frame
+    )
+    return add_overlay_layers(viewer, pmap, name=name, slide=slide, dock=dock)
+
+
+# -------------------------------------------------------------------- layer-menu widget
+
+
+def _layers_of(viewer, kind: str) -> list[tuple[str, Any]]:
+    import napari.layers
+
+    cls = {"image": napari.layers.Image, "shapes": napari.layers.Shapes}[kind]
+    return [(layer.name, layer) for layer in viewer.layers if isinstance(layer, cls)]
+
+
+def slide_shape(layer) -> tuple[int, int]:
+    """Level-0 (rows, cols) of a slide Image layer (reader metadata, else its largest level)."""
+    meta = getattr(layer, "metadata", None) or {}
+    if meta.get("shape"):
+        return int(meta["shape"][0]), int(meta["shape"][1])
+    data = layer.data[0] if layer.multiscale else layer.data
+    shape = data.shape[:-1] if layer.rgb else data.shape
+    return int(shape[-2]), int(shape[-1])
+
+
+def overlay_job(
+    model_path, dataset_path, slide_file, shape, annotation, progress=None, cancel=None
+):
+    """Worker: load a saved model and dataset, predict the slide's patches, build the maps."""
+    from napari_crystal.masks import load_dataset
+    from napari_crystal.predictions import dataset_prediction_map
+    from napari_crystal.training import load_model
+
+    model = load_model(model_path)
+    dataset = load_dataset(dataset_path)
+    return dataset_prediction_map(
+        model, dataset, slide_file, shape, annotation, progress=progress, cancel=cancel
+    )
+
+
+class PredictionOverlayWidget(Container):
+    """Prediction overlay from a saved model and dataset, without the Evaluate widget."""
+
+    def __init__(self, viewer: napari.viewer.Viewer):
+        self.viewer = viewer
+        self.model = FileEdit(label="model", mode="r", filter="*.skops")
+        self.dataset = FileEdit(label="dataset", mode="d")
+        self.slide = ComboBox(label="slide", choices=lambda _w: _layers_of(viewer, "image"))
+        self.annotation = ComboBox(
+            label="annotation",
+            choices=lambda _w: [("(region boxes)", None), *_layers_of(viewer, "shapes")],
+        )
+        self.build = PushButton(text="Build overlay")
+        self.cancel = PushButton(text="Cancel")
+        self.bar = ProgressBar(label="")
+        super().__init__(
+            widgets=[
+                self.model, self.dataset, self.slide, self.annotation, self.build, self.cancel,
+                self.bar,
+            ]
+        )  # fmt: skip
+        controls = [self.model, self.dataset, self.slide, self.annotation, self.build]
+        self.runner = Runner(self.bar, controls, self.cancel)
+        self.build.changed.connect(self.run)
+        self.controls: OverlayControls | None = None
+        viewer.layers.events.inserted.connect(self._refresh)
+        viewer.layers.events.removed.connect(self._refresh)
+
+    def _refresh(self, *_: Any) -> None:
+        self.slide.reset_choices()
+        self.annotation.reset_choices()
+
+    def run(self, *_: Any):
+        """Check the inputs, then build the overlay in a worker."""
+        from napari_crystal.widgets.mask_widget import shapes_annotation, slide_path
+
+        try:
+            if not str(self.model.value) or not Path(self.model.value).is_file():
+                raise CrystalError(self.model.value, "choose a model file (.skops)")
+            if not str(self.dataset.value) or not Path(self.dataset.value).is_dir():
+                raise CrystalError(self.dataset.value, "choose a dataset (.zarr folder)")
+            layer = self.slide.value
+            if layer is None:
+                raise CrystalError(None, "no slide layer chosen: open a slide first")
+            ann = self.annotation.value
+            annotation = None if ann is None else shapes_annotation(ann, layer)
+            path, shape = slide_path(layer), slide_shape(layer)
+        except CrystalError as exc:
+            show_error(f"napari-crystal: prediction overlay: {exc}")
+            return None
+        return self.runner.start(
+            overlay_job, self.model.value, self.dataset.value, path, shape, annotation,
+            label="prediction overlay", on_done=lambda pmap: self._done(pmap, layer),
+        )  # fmt: skip
+
+    def _done(self, pmap: PredictionMap, layer) -> None:
+        self.controls = add_overlay_layers(self.viewer, pmap, name=layer.name, slide=layer)
+        show_info(
+            f"napari-crystal: overlay of {len(pmap.table)} patches, {int(pmap.wrong.sum())} wrong"
+        )
