@@ -1,0 +1,163 @@
+"""napari reader for NEDC annotation files: a Shapes layer of the regions and a class raster.
+
+:func:`annotation_layers` is also what the slide reader calls for the annotation beside a slide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from napari_crystal import palette
+from napari_crystal.nedc import Annotation, read_annotation, sniff_annotation
+from napari_crystal.raster import annotation_shape, raster_transform, rasterize_annotation
+
+FACE_ALPHA = 0.25
+LABELS_OPACITY = 0.5
+# Above this many vertices the regions are shown as closed outlines ("path" shapes) and their
+# fill comes from the class raster: face triangulation is what makes huge layers slow.
+OUTLINE_VERTICES = 200_000
+
+LayerData = tuple[Any, dict, str]
+
+
+def get_annotation_reader(path: str | list[str]) -> Callable | None:
+    """The reader function for an NEDC ``.csv``/``.xml`` file; None (at once) for anything else."""
+    if isinstance(path, list | tuple):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    if not str(path).lower().endswith((".csv", ".xml")) or sniff_annotation(path) is None:
+        return None
+    return read_annotation_layers
+
+
+def read_annotation_layers(path: str | list[str]) -> list[LayerData]:
+    """Read the file and return its layers; a bad file raises AnnotationError (a notification)."""
+    if isinstance(path, list | tuple):
+        path = path[0]
+    annotation = read_annotation(path)
+    return annotation_layers(annotation, name=Path(path).stem)
+
+
+def use_compiled_triangulation() -> str:
+    """Make napari triangulate shapes with its compiled backend (bermuda) when installed.
+
+    Pure-Python triangulation takes minutes for a slide's worth of polygons; napari only
+    switches when its settings say so, which is not the case everywhere (old settings files,
+    a layer built before settings are loaded). Returns the backend in use.
+    """
+    from napari.utils.triangulation_backend import (
+        TriangulationBackend,
+        get_backend,
+        set_backend,
+    )
+
+    try:
+        import bermuda  # noqa: F401
+    except ImportError:
+        return str(get_backend())
+    if get_backend() == TriangulationBackend.pure_python:
+        from napari.settings import get_settings
+
+        experimental = get_settings().experimental
+        if experimental.triangulation_backend == TriangulationBackend.pure_python:
+            experimental.triangulation_backend = TriangulationBackend.fastest_available
+        set_backend(TriangulationBackend.fastest_available)
+    return str(get_backend())
+
+
+def _display_vertices(coords: np.ndarray) -> np.ndarray:
+    """Vertices for napari: no repeated neighbours and no closing vertex (napari closes
+    polygons itself, and repeated vertices break the compiled triangulation)."""
+    keep = np.ones(len(coords), dtype=bool)
+    keep[1:] = (coords[1:] != coords[:-1]).any(axis=1)
+    out = coords[keep]
+    if len(out) > 3 and (out[-1] == out[0]).all():
+        out = out[:-1]
+    return out
+
+
+def annotation_metadata(annotation: Annotation) -> dict:
+    """What the writer needs to save the layer back with the same header."""
+    return {
+        "mpp": annotation.mpp,
+        "width": annotation.width,
+        "height": annotation.height,
+        "bname": annotation.bname,
+        "tissue": annotation.tissue,
+        "source": annotation.source,
+    }
+
+
+def annotation_layers(annotation: Annotation, name: str | None = None) -> list[LayerData]:
+    """A Labels layer (class raster, exactly under level 0) and a Shapes layer on top of it.
+
+    Shapes: one polygon per region in file order, features ``label``, ``region_id``,
+    ``tissue``, ``confidence``, ``depth``, palette colours, the label as text.
+    """
+    name = name or annotation.bname or "annotation"
+    use_compiled_triangulation()
+    regions = annotation.regions
+    labels = [r.label for r in regions]
+    data = [_display_vertices(r.coords) for r in regions]
+    n_vertices = sum(len(d) for d in data)
+    outline = n_vertices > OUTLINE_VERTICES
+    if outline:  # a closed outline: repeat the first vertex
+        data = [np.vstack([d, d[:1]]) for d in data]
+    colours = {label: palette.rgba(label) for label in set(labels)}
+    edge = np.array([colours[label] for label in labels]).reshape(-1, 4)
+    face = edge.copy()
+    face[:, 3] = 0.0 if outline else FACE_ALPHA
+    features = pd.DataFrame(
+        {
+            "label": pd.Series(labels, dtype=object),
+            "region_id": pd.Series([r.region_id for r in regions], dtype=np.int64),
+            "tissue": pd.Series([r.tissue for r in regions], dtype=object),
+            "confidence": pd.Series([r.confidence for r in regions], dtype=np.float64),
+            "depth": pd.Series(
+                [int(r.depth[0]) if len(r.depth) else 0 for r in regions], dtype=np.int64
+            ),
+        }
+    )
+    metadata = annotation_metadata(annotation)
+    shape = annotation_shape(annotation)
+    edge_width = max(2.0, max(shape) / 2000)
+    shapes_kwargs = {
+        "name": name,
+        "shape_type": "path" if outline else "polygon",
+        "features": features,
+        "face_color": face,
+        "edge_color": edge,
+        "edge_width": edge_width,
+        "text": {
+            "string": "{label}",
+            "color": "white",
+            "size": 10,
+            "anchor": "center",
+        },
+        "metadata": metadata,
+        "blending": "translucent",
+    }
+    raster, downsample = rasterize_annotation(annotation, shape=shape)
+    scale, translate = raster_transform(downsample)
+    labels_kwargs = {
+        "name": f"{name} classes",
+        "scale": scale,
+        "translate": translate,
+        "colormap": _label_colormap(),
+        "opacity": LABELS_OPACITY,
+        "metadata": {**metadata, "downsample": downsample},
+        "blending": "translucent",
+    }
+    return [(raster, labels_kwargs, "labels"), (data, shapes_kwargs, "shapes")]
+
+
+def _label_colormap():
+    from napari.utils.colormaps import DirectLabelColormap
+
+    return DirectLabelColormap(color_dict=palette.label_colormap(alpha=1.0))
