@@ -132,6 +132,8 @@ def test_not_a_dataset(tmp_path):
     ds = masks.Dataset(masks.PatchTable.from_rows([]), np.zeros((0, 2), np.uint8), 4, "polygon")
     with pytest.raises(DatasetError, match="not overwriting"):
         save_dataset(ds, tmp_path / "notes")
+    with pytest.raises(DatasetError, match="not overwriting"):
+        build_dataset(tmp_path, None, tmp_path / "notes")  # refused before any work
     assert (tmp_path / "notes" / "keep.txt").read_text() == "mine"
 
 

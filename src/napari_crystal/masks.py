@@ -585,7 +585,7 @@ def build_dataset(
     scheduler=None,
     cancel: threading.Event | None = None,
     channel: str = "grey",
-    chunk: int = 256,
+    chunk: int = 64,
 ) -> Dataset:
     """Masks of every annotated region of ``corpus/split``, saved at ``out`` and returned.
 
@@ -601,6 +601,8 @@ def build_dataset(
     corpus = Path(corpus)
     folder = corpus / split if split else corpus
     out = Path(out)
+    if out.exists() and not _is_dataset(out):
+        raise DatasetError(out, "exists and is not a napari-crystal dataset; not overwriting")
     plan = _plan(folder, size)
     settings = [method, int(size), channel, VERSION, LEVEL_RULE, RESIZE_RULE, THRESHOLD_RULE]
     parts: list[_Part] = []
