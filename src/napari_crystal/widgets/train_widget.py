@@ -1,0 +1,254 @@
+"""Train classifier widget: a balanced random forest on a mask dataset, off the GUI thread.
+
+The training is `experiment.train_on_dataset` (what the CLI's ``train`` runs) and the file is
+`training.save_model` (skops, atomic), both in a `Runner` worker: per-tree progress, Cancel,
+controls disabled, and the model file is written only after training finished.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    Label,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+    Table,
+)
+from napari.utils.notifications import show_error
+from psygnal import Signal
+
+from napari_crystal import palette
+from napari_crystal.errors import Cancelled, CrystalError, DatasetError, ModelError
+from napari_crystal.experiment import train_on_dataset
+from napari_crystal.masks import Dataset, load_dataset
+from napari_crystal.training import CRYSTAL_MODES, DEFAULT_PARAMS, Model, save_model
+from napari_crystal.widgets._runner import Runner
+from napari_crystal.widgets.mask_widget import latest_dataset
+
+if TYPE_CHECKING:
+    import napari
+
+__all__ = ["TrainWidget", "train_and_save"]
+
+FROM_MASKS, FROM_FILE = "mask widget", "dataset file"
+MAX_FEATURES = [("sqrt", "sqrt"), ("log2", "log2"), ("all (None)", None)]
+STRATEGIES = ["all", "not minority", "not majority", "majority", "auto"]
+
+
+def train_and_save(
+    dataset: Dataset | str | os.PathLike,
+    out: str | os.PathLike,
+    crystals: str,
+    params: dict[str, Any],
+    n_jobs: int | None = None,
+    progress=None,
+    cancel: threading.Event | None = None,
+) -> tuple[Model, Path, float]:
+    """Worker job: load the dataset if given a path, train, then save the model atomically.
+
+    Nothing is written unless training ran to the end; returns (model, path, seconds).
+    """
+    if not isinstance(dataset, Dataset):
+        dataset = load_dataset(dataset)
+    start = time.perf_counter()
+    model = train_on_dataset(
+        dataset, crystals=crystals, params=params, progress=progress, cancel=cancel,
+        n_jobs=n_jobs,
+    )  # fmt: skip
+    seconds = time.perf_counter() - start
+    if cancel is not None and cancel.is_set():
+        raise Cancelled("training cancelled")
+    return model, save_model(model, out), seconds
+
+
+class TrainWidget(Container):
+    """Train a balanced random forest (the paper's defaults) and save it as a skops file."""
+
+    model_ready = Signal(object)  # the trained Model (its file is at `model_path`)
+
+    def __init__(self, viewer: napari.viewer.Viewer):
+        super().__init__(labels=True)
+        self.viewer = viewer
+        self.model: Model | None = None
+        self.model_path: Path | None = None
+        p = DEFAULT_PARAMS
+        self.source = ComboBox(label="dataset from", choices=[FROM_MASKS, FROM_FILE])
+        self.dataset_path = FileEdit(label="dataset file", mode="d")
+        self.dataset_info = Label(value="")
+        self.crystals = ComboBox(label="crystal classes", choices=list(CRYSTAL_MODES))
+        self.crystals.tooltip = (
+            "merge: cnno/cdcs/cidc count as nneo/dcis/indc (the study); keep: own classes; "
+            "drop: leave crystal patches out (the 'without crystals' model)"
+        )
+        self.n_estimators = SpinBox(label="trees", value=p["n_estimators"], min=1, max=10_000)
+        self.criterion = ComboBox(
+            label="criterion", choices=["gini", "entropy", "log_loss"], value=p["criterion"]
+        )
+        self.max_features = ComboBox(
+            label="max features", choices=MAX_FEATURES, value=p["max_features"]
+        )
+        self.max_depth = SpinBox(
+            label="max depth (0 = none)", value=p["max_depth"] or 0, max=10_000
+        )
+        self.min_samples_split = SpinBox(
+            label="min samples split", value=p["min_samples_split"], min=2, max=100_000
+        )
+        self.min_samples_leaf = SpinBox(
+            label="min samples leaf", value=p["min_samples_leaf"], min=1, max=100_000
+        )
+        self.sampling_strategy = ComboBox(
+            label="sampling strategy", choices=STRATEGIES, value=p["sampling_strategy"]
+        )
+        self.replacement = CheckBox(label="replacement", value=p["replacement"])
+        self.bootstrap = CheckBox(label="bootstrap", value=p["bootstrap"])
+        self.random_state = SpinBox(
+            label="random seed", value=p["random_state"], min=0, max=2**31 - 1
+        )
+        self.n_jobs = SpinBox(label="threads", value=1, min=1, max=os.cpu_count() or 1)
+        self.n_jobs.tooltip = "trees grown at once (same forest; progress moves per batch)"
+        self.out = FileEdit(label="model file", mode="w", filter="*.skops")
+        self.run_button = PushButton(text="Train")
+        self.cancel_button = PushButton(text="Cancel")
+        self.bar = ProgressBar(label="")
+        self.status = Label(value="")
+        self.counts = Table(value={"class": [], "patches": []})
+        self.counts.read_only = True
+        self.counts.min_height = 160
+        self._params = [
+            self.n_estimators, self.criterion, self.max_features, self.max_depth,
+            self.min_samples_split, self.min_samples_leaf, self.sampling_strategy,
+            self.replacement, self.bootstrap, self.random_state,
+        ]  # fmt: skip
+        self.forest = Container(widgets=self._params, labels=True, label="forest")
+        controls = [
+            self.source, self.dataset_path, self.crystals, *self._params, self.n_jobs,
+            self.out, self.run_button,
+        ]  # fmt: skip
+        self.extend(
+            [
+                self.source,
+                self.dataset_path,
+                self.dataset_info,
+                self.crystals,
+                self.forest,
+                self.n_jobs,
+                self.out,
+                self.run_button,
+                self.cancel_button,
+                self.bar,
+                self.status,
+                self.counts,
+            ]  # fmt: skip
+        )
+        self.runner = Runner(self.bar, controls, self.cancel_button)
+        self.source.changed.connect(self._on_source)
+        self.run_button.changed.connect(self.run)
+        self._on_source()
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The forest's settings as ``BalancedRandomForestClassifier`` keywords."""
+        return {
+            "n_estimators": int(self.n_estimators.value),
+            "criterion": self.criterion.value,
+            "max_features": self.max_features.value,
+            "max_depth": int(self.max_depth.value) or None,
+            "min_samples_split": int(self.min_samples_split.value),
+            "min_samples_leaf": int(self.min_samples_leaf.value),
+            "sampling_strategy": self.sampling_strategy.value,
+            "replacement": bool(self.replacement.value),
+            "bootstrap": bool(self.bootstrap.value),
+            "random_state": int(self.random_state.value),
+        }
+
+    def _on_source(self, *_: Any) -> None:
+        self.dataset_path.visible = self.source.value == FROM_FILE
+        self._describe_source()
+
+    def _describe_source(self) -> None:
+        if self.source.value == FROM_MASKS:
+            dataset, _ = latest_dataset(self.viewer)
+            self.dataset_info.value = (
+                "no masks yet: run Generate masks, or pick a dataset file"
+                if dataset is None
+                else f"{len(dataset)} masks of {dataset.size}x{dataset.size} ({dataset.method})"
+            )
+        else:
+            self.dataset_info.value = ""
+
+    def _out_path(self) -> Path | None:
+        value = str(self.out.value) if self.out.value is not None else ""
+        return Path(value) if value and value != "." else None
+
+    def run(self, *_: Any):
+        """Train on the chosen dataset and save the model; returns the worker (None on bad input)."""
+        try:
+            if self.source.value == FROM_MASKS:
+                dataset, _ = latest_dataset(self.viewer)
+                if dataset is None:
+                    raise DatasetError(
+                        None, "no dataset from the mask widget yet: generate masks first"
+                    )
+                name = "the mask widget's dataset"
+            else:
+                value = str(self.dataset_path.value or "")
+                if not value or value == ".":
+                    raise DatasetError(None, "choose a dataset file (a .zarr folder)")
+                dataset, name = Path(value), Path(value).name
+            out = self._out_path()
+            if out is None:
+                raise ModelError(None, "choose a model file to save to (.skops)")
+            if out.is_dir():
+                raise ModelError(out, "is a folder; choose a model file name (.skops)")
+        except CrystalError as exc:
+            show_error(f"napari-crystal: {exc}")
+            self.status.value = str(exc)
+            return None
+        self._describe_source()
+        params = self.params
+        self.status.value = f"training {params['n_estimators']} trees on {name}..."
+        return self.runner.start(
+            train_and_save,
+            dataset,
+            out,
+            self.crystals.value,
+            params,
+            int(self.n_jobs.value),
+            label=f"train ({params['n_estimators']} trees)",
+            on_done=self._done,
+            on_error=self._failed,
+        )
+
+    def _failed(self, exc: BaseException) -> None:
+        if isinstance(exc, Cancelled):
+            self.status.value = "cancelled; no model file was written"
+        else:
+            self.status.value = f"failed: {exc}"
+
+    def _done(self, result: tuple[Model, Path, float]) -> None:
+        model, path, seconds = result
+        self.model, self.model_path = model, Path(path)
+        counts = model.class_counts
+        order = [c for c in palette.LABELS if c in counts] + sorted(
+            c for c in counts if c not in palette.LABELS
+        )
+        self.counts.value = {
+            "class": [*order, "total"],
+            "patches": [counts[c] for c in order] + [sum(counts.values())],
+        }
+        n_trees = model.params.get("n_estimators")
+        self.status.value = (
+            f"trained {n_trees} trees on {sum(counts.values())} patches, {len(model.classes)} "
+            f"classes (crystals: {model.crystals}) in {seconds:.1f} s; saved to {path}"
+        )
+        self.model_ready.emit(model)
