@@ -706,7 +706,8 @@ def write_pyramid(
             # SVS keeps a striped thumbnail as the second page, then the reduced levels.
             lr, lc = shapes[-1]
             coarse = np.fromfile(raws[-1], np.uint8)
-            coarse = np.concatenate([coarse, np.full(lr * lc * 3 - coarse.size, 255, np.uint8)])
+            pad = max(lr * lc * 3 - coarse.size, 0)  # pooled rows may run one over or short
+            coarse = np.concatenate([coarse, np.full(pad, 255, np.uint8)])
             coarse = coarse[: lr * lc * 3].reshape(lr, lc, 3)
             step = max(1, math.ceil(max(lr, lc) / 768))
             thumb = np.ascontiguousarray(coarse[::step, ::step])
@@ -789,7 +790,7 @@ def _annotation(regions: list[_Region], shape, mpp: float, stem: str, source: Pa
                 coords=coords,
                 depth=np.zeros(len(coords), np.int64),
                 confidence=1.0,
-            )  # fmt: skip
+            )
         )
     return Annotation(
         regions=out,
