@@ -78,14 +78,14 @@ def _classes_at_the_right_places(c):
 
 
 def _show_errors_only_and_one_class(c):
-    assert c.show.choices == (ALL, ERRORS, "errors of dcis (1)", "errors of indc (1)")
-    c.show.value = ERRORS
+    assert c.showing.choices == (ALL, ERRORS, "errors of dcis (1)", "errors of indc (1)")
+    c.showing.value = ERRORS
     assert _value(c.prediction, 100, 100) == 0 and _value(c.prediction, 300, 300) == ci("indc")
     assert np.count_nonzero(c.prediction.data) == 2
-    c.show.value = "errors of indc (1)"
+    c.showing.value = "errors of indc (1)"
     assert np.argwhere(c.prediction.data).tolist() == [[3, 2]]
     assert _value(c.truth, 999, 749) == ci("indc") and _value(c.errors, 300, 300) == 0
-    c.show.value = ALL
+    c.showing.value = ALL
     assert np.count_nonzero(c.prediction.data) == 24
 
 

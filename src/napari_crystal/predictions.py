@@ -434,12 +434,14 @@ def predict_slide(
     progress: Progress = None,
     cancel: threading.Event | None = None,
     n_jobs: int | None = None,
+    dataset=None,
 ) -> SlidePredictions:
     """Masks of a slide's patches made the model's way, predicted, and evaluated where labelled.
 
     ``patches="regions"``: one patch per annotated region. ``"frames"``: NEDC frames over the
     whole slide; frames no region labels are predicted but not scored (no report when none is
     labelled). ``slide`` is an open ``Slide`` or a path; ``annotation`` an ``Annotation``.
+    ``dataset``: masks already made for this slide the same way (a second model's run).
     """
     from napari_crystal.evaluation import model_truth, predict_chunked
     from napari_crystal.experiment import evaluate_model
@@ -449,16 +451,19 @@ def predict_slide(
 
     if patches not in ("regions", "frames"):
         raise ValueError(f"patches must be 'regions' or 'frames', not {patches!r}")
-    owned = isinstance(slide, (str, os.PathLike))
+    owned = isinstance(slide, (str, os.PathLike)) and dataset is None
     opened = open_slide(slide) if owned else slide
     try:
-        if patches == "regions" and not annotation.regions:
+        if dataset is not None:
+            if dataset.size != model.size or (model.method and dataset.method != model.method):
+                raise ValueError("the given dataset's masks were not made the model's way")
+        elif patches == "regions" and not annotation.regions:
             raise DatasetError(
                 getattr(annotation, "source", None) or opened.path,
                 "the annotation has no regions: use frames for an unannotated slide",
             )
         table = None
-        if patches == "frames":
+        if dataset is None and patches == "frames":
             table = frame_patches(
                 annotation, opened.shape, frame, window, threshold, slide=str(opened.path),
                 downsamples=list(opened.downsamples), size=model.size,
@@ -472,16 +477,18 @@ def predict_slide(
                 return None
             return lambda done, total: progress(k * total + done, steps * total)
 
-        dataset = dataset_for_slide(
-            opened, annotation, method, model.size, progress=step(0), cancel=cancel,
-            channel=channel, patches=table,
-        )  # fmt: skip
+        if dataset is None:
+            dataset = dataset_for_slide(
+                opened, annotation, method, model.size, progress=step(0), cancel=cancel,
+                channel=channel, patches=table,
+            )  # fmt: skip
     finally:
         if owned:
             opened.close()
     truth_all = model_truth(model, dataset.labels)
     labelled = np.asarray(dataset.labels, dtype=str) != ""
-    missing = check_classes(model, truth_all[labelled], where=opened.path)
+    slide_name = getattr(opened, "path", slide)
+    missing = check_classes(model, truth_all[labelled], where=slide_name)
     n = len(dataset)
     predicted = np.empty(n, dtype=object)
     proba = np.zeros((n, len(model.classes)), dtype=np.float32)
@@ -492,7 +499,7 @@ def predict_slide(
             dataset.meta,
         )  # fmt: skip
         evaluation = evaluate_model(
-            model, sub, name=name, test_set=Path(str(opened.path)).stem, chunk=chunk,
+            model, sub, name=name, test_set=Path(str(slide_name)).stem, chunk=chunk,
             progress=step(1), cancel=cancel, n_jobs=n_jobs,
         )  # fmt: skip
         predicted[labelled] = evaluation.predicted

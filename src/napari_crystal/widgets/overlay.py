@@ -83,7 +83,7 @@ class OverlayControls(Container):
         counts = pmap.error_counts()
         choices = [ALL, ERRORS] + [f"errors of {c} ({n})" for c, n in counts.items()]
         self._class_of = {f"errors of {c} ({n})": c for c, n in counts.items()}
-        self.show = ComboBox(label="show", choices=choices, value=ALL)
+        self.showing = ComboBox(label="show", choices=choices, value=ALL)
         self.grid = CheckBox(text="prediction and truth side by side (grid)", value=False)
         wrong, labelled = int(pmap.wrong.sum()), int((pmap.truth != "").sum())
         self.summary = Label(
@@ -91,8 +91,8 @@ class OverlayControls(Container):
             + (f" ({100 * wrong / labelled:.1f}%)" if labelled else "")
         )
         self.hover = Label(value="hover a patch: true class, predicted class, probabilities")
-        super().__init__(widgets=[self.summary, self.show, self.grid, self.hover], labels=False)
-        self.show.changed.connect(self._on_show)
+        super().__init__(widgets=[self.summary, self.showing, self.grid, self.hover], labels=False)
+        self.showing.changed.connect(self._on_show)
         self.grid.changed.connect(self._on_grid)
         viewer.mouse_move_callbacks.append(self._on_mouse_move)
         viewer.layers.events.removed.connect(self._on_removed)
@@ -105,7 +105,7 @@ class OverlayControls(Container):
     # ---------------------------------------------------------------- show
     def selection(self) -> np.ndarray | None:
         """Pixels of the maps currently shown (None: all)."""
-        value = self.show.value
+        value = self.showing.value
         if value == ALL:
             return None
         if value == ERRORS:
@@ -313,7 +313,7 @@ class PredictionOverlayWidget(Container):
         self.model = FileEdit(label="model", mode="r", filter="*.skops")
         self.dataset = FileEdit(label="dataset", mode="d")
         self.slide = ComboBox(label="slide", choices=lambda _w: _layers_of(viewer, "image"))
-        self.annotation = ComboBox(
+        self.annotation_layer = ComboBox(
             label="annotation",
             choices=lambda _w: [("(region boxes)", None), *_layers_of(viewer, "shapes")],
         )
@@ -322,11 +322,11 @@ class PredictionOverlayWidget(Container):
         self.bar = ProgressBar(label="")
         super().__init__(
             widgets=[
-                self.model, self.dataset, self.slide, self.annotation, self.build, self.cancel,
+                self.model, self.dataset, self.slide, self.annotation_layer, self.build, self.cancel,
                 self.bar,
             ]
         )  # fmt: skip
-        controls = [self.model, self.dataset, self.slide, self.annotation, self.build]
+        controls = [self.model, self.dataset, self.slide, self.annotation_layer, self.build]
         self.runner = Runner(self.bar, controls, self.cancel)
         self.build.changed.connect(self.run)
         self.controls: OverlayControls | None = None
@@ -335,7 +335,7 @@ class PredictionOverlayWidget(Container):
 
     def _refresh(self, *_: Any) -> None:
         self.slide.reset_choices()
-        self.annotation.reset_choices()
+        self.annotation_layer.reset_choices()
 
     def run(self, *_: Any):
         """Check the inputs, then build the overlay in a worker."""
@@ -349,7 +349,7 @@ class PredictionOverlayWidget(Container):
             layer = self.slide.value
             if layer is None:
                 raise CrystalError(None, "no slide layer chosen: open a slide first")
-            ann = self.annotation.value
+            ann = self.annotation_layer.value
             annotation = None if ann is None else shapes_annotation(ann, layer)
             path, shape = slide_path(layer), slide_shape(layer)
         except CrystalError as exc:

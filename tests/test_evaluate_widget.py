@@ -1,0 +1,198 @@
+"""Evaluate widget driven in a real viewer on the tiny corpus: results, export, overlay, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_crystal import palette
+
+pytest.importorskip("napari")
+
+from napari_crystal.widgets import _runner, evaluate_widget  # noqa: E402
+from napari_crystal.widgets.evaluate_widget import DATASET, SLIDE, EvaluateWidget  # noqa: E402
+
+pytestmark = pytest.mark.viewer
+
+
+@pytest.fixture(scope="module")
+def artefacts(tiny_corpus, tmp_path_factory):
+    """Datasets (32-px masks) of train and eval, and two 10-tree models (merge, drop)."""
+    from napari_crystal.experiment import train_on_dataset
+    from napari_crystal.masks import build_dataset
+    from napari_crystal.training import save_model
+
+    out = tmp_path_factory.mktemp("evaluate")
+    train = build_dataset(tiny_corpus, "train", out / "train.zarr", size=32, scheduler="sync")
+    build_dataset(tiny_corpus, "eval", out / "eval.zarr", size=32, scheduler="sync")
+    for name, crystals in (("merge", "merge"), ("drop", "drop")):
+        model = train_on_dataset(train, crystals=crystals, params={"n_estimators": 10}, n_jobs=1)
+        save_model(model, out / f"{name}.skops")
+    return out
+
+
+@pytest.fixture
+def messages(monkeypatch):
+    """Notifications the widgets and the runner show, as (kind, text)."""
+    seen = []
+    for module in (_runner, evaluate_widget):
+        for kind in ("show_error", "show_info", "show_warning"):
+            if hasattr(module, kind):
+                monkeypatch.setattr(module, kind, lambda m, k=kind: seen.append((k, m)))
+    return seen
+
+
+def _wait(qtbot, widget):
+    qtbot.waitUntil(lambda: not widget.runner.busy, timeout=60_000)
+
+
+def _open_slide(viewer, path):
+    """The slide as the reader lays it out, and its regions as a labelled Shapes layer."""
+    from napari_crystal._slide_reader import slide_layer
+    from napari_crystal.nedc import read_annotation
+    from napari_crystal.slide import open_slide
+
+    slide = open_slide(path)
+    data, meta, _ = slide_layer(slide)
+    image = viewer.add_image(data, **meta)
+    ann = read_annotation(path.with_suffix(".csv"))
+    shapes = viewer.add_shapes(
+        [r.coords for r in ann.regions], shape_type="polygon", name="regions",
+        features={"label": [r.label for r in ann.regions],
+                  "region_id": [r.region_id for r in ann.regions]},
+    )  # fmt: skip
+    return image, shapes, ann
+
+
+def test_dataset_evaluation_comparison_export_and_theme(
+    make_napari_viewer, qtbot, artefacts, tmp_path, messages
+):
+    from napari_crystal.experiment import evaluate_model
+    from napari_crystal.masks import load_dataset
+    from napari_crystal.training import load_model
+
+    viewer = make_napari_viewer()
+    w = EvaluateWidget(viewer)
+    w.model.value = artefacts / "merge.skops"
+    w.model_b.value = artefacts / "drop.skops"
+    w.dataset.value = artefacts / "eval.zarr"
+    w.run()
+    assert not w.run_button.enabled  # controls disabled while it runs
+    _wait(qtbot, w)
+    assert w.run_button.enabled and w.result is not None, messages
+    # the same numbers as the core (what the CLI prints)
+    direct = evaluate_model(
+        load_model(artefacts / "merge.skops"), load_dataset(artefacts / "eval.zarr")
+    )
+    report = w.report()
+    assert report.accuracy == pytest.approx(direct.report.accuracy)
+    assert f"accuracy {100 * direct.report.accuracy:.1f}%" in w.summary.value
+    table = w.table.to_dict("split")
+    assert list(table["index"]) == list(direct.report.per_class)
+    assert [int(r[4]) for r in table["data"]] == [
+        s.support for s in direct.report.per_class.values()
+    ]
+    dcis = direct.report.per_class["dcis"]
+    assert table["data"][table["index"].index("dcis")][3] == f"{dcis.f1:.3f}"
+    # comparison line: difference with CI and McNemar p
+    c = w.result.comparison
+    assert (
+        "Wald 95% CI" in w.comparison.value
+        and f"McNemar p = {c.mcnemar_p:.3g}" in w.comparison.value
+    )
+    assert w.which.choices == ("merge", "drop") and not w.which.native.isHidden()
+    # confusion plot follows the theme
+    assert w.figure.get_facecolor()[:3] != (1.0, 1.0, 1.0)
+    viewer.theme = "light"
+    assert w.figure.get_facecolor()[:3] == (1.0, 1.0, 1.0)
+    w.which.value = "drop"
+    assert "drop" in w.figure.axes[0].get_title()
+    # export with the CLI's writer
+    w.out.value = tmp_path / "report"
+    files = w.export()
+    assert (tmp_path / "report" / "report.md").is_file() and len(files) == 4
+    doc = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert doc["reports"][0]["accuracy"] == pytest.approx(direct.report.accuracy)
+    assert doc["comparisons"][0]["mcnemar_p"] == pytest.approx(c.mcnemar_p)
+    assert any(Path(f).suffix == ".png" and Path(f).stat().st_size > 1000 for f in files.values())
+
+
+def test_open_slide_evaluation_and_overlay(make_napari_viewer, qtbot, artefacts, tiny_corpus,
+                                           messages):  # fmt: skip
+    viewer = make_napari_viewer()
+    path = sorted((tiny_corpus / "eval").glob("*.svs"))[0]
+    image, shapes, ann = _open_slide(viewer, path)
+    w = EvaluateWidget(viewer)
+    w.model.value = artefacts / "merge.skops"
+    w.source.value = SLIDE
+    w.slide.value, w.annotation_layer.value = image, shapes
+    w.run()
+    _wait(qtbot, w)
+    assert w.result is not None, messages
+    report = w.report()
+    assert report.n == len(ann.regions) and report.test_set == path.stem
+    w.build_overlay()
+    _wait(qtbot, w)
+    o = w.overlay
+    assert o is not None and o.prediction in viewer.layers, messages
+    run = w.result.slide[0]
+    # each region's interior shows its predicted class; wrong ones are in the errors layer
+    checked = 0
+    for i in range(len(run.dataset.table)):
+        info = o.pmap.info(i)
+        rows = np.argwhere(o.pmap.raster.index == i)
+        if not len(rows):
+            continue
+        r, c = rows[len(rows) // 2]
+        assert o.prediction.data[r, c] == palette.class_index(info.predicted)
+        want = palette.class_index(info.truth) if info.truth != info.predicted else 0
+        assert o.pmap.errors_map[r, c] == want
+        checked += 1
+    assert checked >= len(run.dataset.table) * 0.8
+    assert int(o.pmap.wrong.sum()) == report.incorrect
+
+
+def test_bad_input_is_a_notification_and_the_widget_stays_usable(
+    make_napari_viewer, qtbot, artefacts, tiny_corpus, tmp_path, messages
+):
+    from napari_crystal.masks import Dataset, load_dataset, save_dataset
+
+    viewer = make_napari_viewer()
+    w = EvaluateWidget(viewer)
+    # no model
+    w.dataset.value = artefacts / "eval.zarr"
+    assert w.run() is None and "choose a model file" in messages[-1][1]
+    # open slide with no slide layer chosen
+    w.model.value = artefacts / "merge.skops"
+    w.source.value = SLIDE
+    assert w.run() is None and "no slide layer chosen" in messages[-1][1]
+    # a model whose classes do not match the data's
+    eval_ds = load_dataset(artefacts / "eval.zarr")
+    table = eval_ds.table[np.arange(len(eval_ds))]
+    table.label = np.full(len(table), "mystery")
+    weird = save_dataset(
+        Dataset(table, np.asarray(eval_ds.packed[:]), eval_ds.size, eval_ds.method,
+                dict(eval_ds.meta)), tmp_path / "weird.zarr",
+    )  # fmt: skip
+    w.source.value = DATASET
+    w.dataset.value = weird
+    w.run()
+    _wait(qtbot, w)
+    assert messages[-1][0] == "show_error" and "no class in common" in messages[-1][1]
+    assert w.result is None and w.run_button.enabled
+    # a dataset and a slide that do not belong together: train patches, eval slide open
+    w.dataset.value = artefacts / "train.zarr"
+    w.run()
+    _wait(qtbot, w)
+    assert w.result is not None
+    image, shapes, _ = _open_slide(viewer, sorted((tiny_corpus / "eval").glob("*.svs"))[0])
+    w.slide.value, w.annotation_layer.value = image, shapes
+    n_layers = len(viewer.layers)
+    w.build_overlay()
+    _wait(qtbot, w)
+    assert messages[-1][0] == "show_error" and "has no patches of slide" in messages[-1][1]
+    assert len(viewer.layers) == n_layers and w.overlay is None
+    assert w.overlay_button.enabled and w.export_button.enabled
