@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from napari_crystal.palette import CRYSTAL_LABELS, CRYSTAL_PARENT, LABELS, NEDC_LABELS
+from napari_crystal.palette import CRYSTAL_LABELS, CRYSTAL_PARENT, LABELS
 
 Progress = Callable[[int, int], None]
 TileSource = Callable[[int, int, int, int], np.ndarray]
@@ -932,7 +932,6 @@ def generate_corpus(
 
 __all__ = [
     "CONFUSE",
-    "NEDC_LABELS",
     "PRESETS",
     "Preset",
     "SlideCanvas",
