@@ -164,8 +164,8 @@ def test_markdown_has_the_study_tables(reports, tmp_path):
     # overall: A 17/20, B 10/20
     assert "| with crystals | eval | 20 | 17 | 3 | 85.0% |" in text
     assert "| without crystals | eval | 20 | 10 | 10 | 50.0% |" in text
-    # per-class accuracy (recall) of nneo, dcis, indc for A: 5/6, 5/6, 7/8
-    assert "| with crystals | eval | 83.3% (n=6) | 83.3% (n=6) | 87.5% (n=8) |" in text
+    # per-class accuracy (recall) of indc, dcis, nneo for A: 7/8, 5/6, 5/6
+    assert "| with crystals | eval | 87.5% (n=8) | 83.3% (n=6) | 83.3% (n=6) |" in text
     assert "| dcis | 6 | 7 | 0.714 | 0.833 | 0.769 |" in text  # A: 5 of 7 dcis calls right
     # b = 7, c = 0: exact p = 2/2^7; Wald se = sqrt(.85*.15/20 + .5*.5/20) = 0.137386,
     # paired se = sqrt(7 - 49/20)/20 = 0.106654

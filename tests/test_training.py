@@ -128,7 +128,7 @@ def test_training_hash_sees_labels_and_masks(data):
     assert training.training_hash(flipped, labels, SIZE) != h
 
 
-@pytest.mark.parametrize("n_jobs, step_seconds", [(None, 0), (2, 0), (2, 1.0)])
+@pytest.mark.parametrize("n_jobs, step_seconds", [(None, 0), (2, 0), (2, 10.0)])
 def test_incremental_training_equals_one_shot(data, n_jobs, step_seconds):
     from imblearn.ensemble import BalancedRandomForestClassifier
 
@@ -152,8 +152,19 @@ def test_incremental_training_equals_one_shot(data, n_jobs, step_seconds):
     assert seen[0] == (0, 5) and steps[-1] == 5 and all(t == 5 for _, t in seen)
     if step_seconds == 0:  # one tree per thread per batch
         assert steps == ([0, 1, 2, 3, 4, 5] if n_jobs is None else [0, 2, 4, 5])
-    else:  # first batch one tree per thread, then ~1 s batches: all the rest at once here
-        assert steps[:2] == [0, 2] and steps == sorted(steps)
+    else:  # first batch one tree per thread, then ceil(5 / 10 steps) rounded up to 2 trees
+        assert steps == [0, 2, 4, 5]
+
+
+def test_batch_schedule(data):
+    packed, labels = data
+    seen = []
+    train_model(
+        packed, labels, SIZE, params={"n_estimators": 40}, steps=4,
+        progress=lambda done, total: seen.append(done),
+    )  # fmt: skip
+    # one tree per thread first, then 40 / 4 = 10 trees per batch (fast trees: no time cap)
+    assert seen == [0, 1, 11, 21, 31, 40]
 
 
 def test_drop_mode_removes_crystal_patches(data):

@@ -24,7 +24,7 @@ from napari_crystal.errors import Cancelled, ModelError
 from napari_crystal.training import Model, atomic_path, packed_width, truth_labels
 
 #: Classes the study reports per-class accuracy for.
-STUDY_CLASSES = ("nneo", "dcis", "indc")
+STUDY_CLASSES = ("indc", "dcis", "nneo")
 #: Below this many discordant pairs McNemar's test is exact (binomial), else chi-square.
 MCNEMAR_EXACT_BELOW = 25
 
