@@ -152,3 +152,23 @@ def test_progress_and_bad_preset(tmp_path):
     assert not list(out.rglob(".pyramid-*"))  # no temporary files left behind
     with pytest.raises(ValueError, match="unknown preset"):
         generate_corpus(tmp_path / "x", preset="huge")
+
+
+def test_synth_command(tmp_path, monkeypatch, capsys):
+    from napari_crystal import synthetic
+    from napari_crystal.cli import main
+
+    mini = synthetic.Preset(
+        "tiny",
+        {"train": {"cidc": 1, "norm": 1}, "dev": {"infl": 1}, "eval": {"null": 1}},
+        slide_shape=(1024, 1024),
+        cell=256,
+        regions_per_slide=4,
+    )
+    monkeypatch.setitem(synthetic.PRESETS, "tiny", mini)
+    assert main(["synth", str(tmp_path / "c"), "--preset", "tiny", "--seed", "3", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "train: 1 slides, 2 regions" in out and "wrote" in out
+    assert len(list((tmp_path / "c").rglob("*.xml"))) == 3
+    with pytest.raises(SystemExit):
+        main(["synth", str(tmp_path / "d"), "--preset", "enormous"])
