@@ -1,0 +1,133 @@
+"""NEDC annotations: reading a 1,000-region, 1,000,000-vertex CSV, and opening it in napari.
+
+Reading is compared with ``pandas.read_csv`` of the same file (ratio = pandas time / ours).
+Opening as layers (reader + Labels + Shapes in a ``ViewerModel``) is compared with a Shapes
+layer of the same polygons triangulated by napari's pure-Python default, which is measured on a
+10-polygon subset and scaled up (the full run takes minutes).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import numpy as np
+
+from benchmarks._harness import DATA, timed
+
+TARGET_OPEN_S = 2.0
+
+
+def make_csv(n_regions: int, n_vertices: int, seed: int = 0):
+    """A CSV like a busy slide: smooth blobs of integer vertices, closed, over 80,000 x 40,000."""
+    from napari_crystal.nedc import Annotation, Region, write_annotation
+
+    path = DATA / f"annotations_{n_regions}x{n_vertices}.csv"
+    if path.is_file():
+        return path
+    DATA.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    t = np.linspace(0, 2 * np.pi, n_vertices)
+    labels = ["bckg", "norm", "nneo", "dcis", "indc", "null", "cdcs"]
+    regions = []
+    for i in range(n_regions):
+        radius = rng.uniform(80, 600) * (1 + 0.2 * np.sin(3 * t + rng.uniform(0, 6)))
+        centre = rng.uniform([1000, 1000], [39000, 79000])
+        coords = np.column_stack(
+            [centre[0] + radius * np.sin(t), centre[1] + radius * np.cos(t)]
+        ).round()
+        coords[-1] = coords[0]
+        regions.append(Region(i, i + 1, labels[i % len(labels)], "breast", coords, None))
+    write_annotation(Annotation(regions, 0.5022, 80_000, 40_000, path.stem, "breast"), path)
+    return path
+
+
+def _open_layers(path):
+    """What napari does when the file is dropped: run our reader, add each layer."""
+    from napari.components import ViewerModel
+
+    from napari_crystal._reader import get_annotation_reader
+
+    viewer = ViewerModel()
+    for data, kwargs, kind in get_annotation_reader(str(path))(str(path)):
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    return viewer
+
+
+def _shapes_seconds(polygons, backend) -> float:
+    from napari.layers import Shapes
+    from napari.utils.triangulation_backend import get_backend, set_backend
+
+    previous = set_backend(backend)
+    try:
+        start = time.perf_counter()
+        Shapes(polygons, shape_type="polygon")
+        return time.perf_counter() - start
+    finally:
+        set_backend(previous)
+        assert get_backend() == previous
+
+
+def run(record, quick: bool = False) -> None:
+    import pandas as pd
+    from napari.utils.triangulation_backend import TriangulationBackend
+
+    from napari_crystal._reader import _display_vertices, use_compiled_triangulation
+    from napari_crystal.nedc import read_annotation
+
+    n_regions = 100 if quick else 1000
+    path = make_csv(n_regions, 1000)
+    size_mb = path.stat().st_size / 1e6
+    repeat = 3
+    ours_s, ann = timed(read_annotation, path, repeat=repeat)
+    pandas_s, frame = timed(pd.read_csv, path, comment="#", keep_default_na=False, repeat=repeat)
+    assert len(frame) == sum(len(r.coords) for r in ann.regions)
+    ratio = pandas_s / ours_s
+    record(
+        f"read NEDC CSV ({n_regions} regions, {len(frame):,} vertices, {size_mb:.0f} MB)",
+        f"read_annotation {ours_s:.2f} s",
+        f"pandas.read_csv {pandas_s:.2f} s",
+        ratio,
+        ">= 1x (no slower than pandas)",
+        ratio >= 1,
+        ours_s=ours_s,
+        pandas_s=pandas_s,
+        repeat=repeat,
+    )
+
+    backend = use_compiled_triangulation()
+    small = make_csv(3, 50)
+    _open_layers(small)  # first-layer costs (imports, unit registry) are paid once per session
+    open_s, viewer = timed(_open_layers, path, repeat=2)
+    shapes = viewer.layers[-1]
+    kind = shapes.shape_type[0]
+    polygons = [_display_vertices(r.coords) for r in ann.regions]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        compiled_s = _shapes_seconds(polygons, TriangulationBackend.fastest_available)
+        subset = polygons[:10]
+        pure_s = _shapes_seconds(subset, TriangulationBackend.pure_python) * (
+            len(polygons) / len(subset)
+        )
+    print(
+        f"   napari triangulation backend in use: {backend}; the reader gave "
+        f"{shapes.nshapes} '{kind}' shapes\n"
+        f"   Shapes of the same {len(polygons)} filled polygons: compiled (bermuda) "
+        f"{compiled_s:.2f} s; pure-Python default {pure_s:.0f} s "
+        f"(measured on {len(subset)} polygons, scaled x{len(polygons) / len(subset):.0f})",
+        flush=True,
+    )
+    record(
+        f"open NEDC CSV as napari layers ({n_regions} regions x 1,000 vertices)",
+        f"reader + Labels + Shapes ({kind}) {open_s:.2f} s",
+        f"filled polygons, pure-Python triangulation ~{pure_s:.0f} s (scaled from 10); "
+        f"bermuda {compiled_s:.2f} s",
+        pure_s / open_s,
+        f"< {TARGET_OPEN_S:.0f} s",
+        open_s < TARGET_OPEN_S,
+        open_s=open_s,
+        compiled_polygons_s=compiled_s,
+        pure_python_polygons_s_extrapolated=pure_s,
+        shape_type=kind,
+        backend=backend,
+    )
