@@ -90,8 +90,9 @@ def _fill_polygon(shape, poly: np.ndarray) -> np.ndarray:
     inside = np.bitwise_xor.accumulate(toggles, axis=1).astype(bool)
     # the band of pixels within a pixel of an edge, from points every half pixel along edges
     steps = np.maximum(2, np.ceil(np.hypot(y1 - y0, x1 - x0) * 2).astype(np.intp) + 1)
-    t = np.concatenate([np.linspace(0, 1, k) for k in steps])
     e = np.repeat(np.arange(len(steps)), steps)
+    starts = np.cumsum(steps) - steps
+    t = (np.arange(len(e)) - starts[e]) / (steps[e] - 1)  # linspace(0, 1, k) per edge
     by = np.floor(y0[e] + t * (y1[e] - y0[e])).astype(np.intp)
     bx = np.floor(x0[e] + t * (x1[e] - x0[e])).astype(np.intp)
     band = np.zeros((h, w), dtype=bool)
