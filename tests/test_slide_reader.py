@@ -32,11 +32,17 @@ def test_real_svs_layer(real_svs):
     reader = get_slide_reader(str(real_svs))
     assert reader is not None
     layers = reader(str(real_svs))
-    assert len(layers) == 1  # no annotation beside it
+    assert len(layers) == 2  # the slide and an empty annotation layer to draw on
     data, meta, kind = layers[0]
     assert kind == "image" and meta["rgb"] and meta["name"] == "CMU-1-small-region"
     assert meta["metadata"]["mpp"] == pytest.approx(0.499)
     assert data.shape == (2967, 2220, 3)
+    shapes, shapes_meta, shapes_kind = layers[1]
+    assert shapes_kind == "shapes" and len(shapes) == 0
+    assert shapes_meta["name"] == "CMU-1-small-region annotation"
+    header = shapes_meta["metadata"]
+    assert (header["width"], header["height"]) == (2220, 2967)
+    assert header["mpp"] == pytest.approx(0.499)
 
 
 def test_synthetic_slide_opens_with_its_annotation(tiny_corpus):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+from napari_crystal.nedc import find_annotation
 from napari_crystal.slide import SLIDE_ONLY_SUFFIXES, SLIDE_SUFFIXES, Slide, is_slide, open_slide
 
 
@@ -45,6 +46,17 @@ def slide_layer(slide: Slide, name: str | None = None):
     return (data, meta, "image")
 
 
+def blank_annotation_layer(slide: Slide) -> tuple:
+    """An empty Shapes layer with the slide's header, so regions drawn on it save as NEDC files."""
+    from napari_crystal._reader import annotation_layers
+    from napari_crystal.nedc import Annotation
+
+    rows, cols = slide.shape
+    blank = Annotation([], slide.mpp, int(cols), int(rows), slide.path.stem, "breast")
+    data, meta, kind = annotation_layers(blank, name=f"{slide.path.stem} annotation")[-1]
+    return (data, meta, kind)
+
+
 def annotation_for(path: Path, shape: tuple[int, int] | None = None) -> list:
     """Annotation layers of the NEDC file beside ``path``; a broken one warns and gives none."""
     from napari_crystal.errors import CrystalError
@@ -72,8 +84,13 @@ def annotation_for(path: Path, shape: tuple[int, int] | None = None) -> list:
 
 
 def read_slide(path) -> list:
-    """Layers of a slide file: the image, then its annotation layers when a file lies beside it."""
+    """Layers of a slide file: the image, then its annotation layers when a file lies beside it.
+
+    A slide with no annotation beside it gets an empty annotation Shapes layer to draw on.
+    """
     if isinstance(path, (list, tuple)):
         path = path[0]
     slide = open_slide(path)
+    if find_annotation(slide.path) is None:
+        return [slide_layer(slide), blank_annotation_layer(slide)]
     return [slide_layer(slide), *annotation_for(slide.path, slide.shape)]
