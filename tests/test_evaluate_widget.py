@@ -96,7 +96,7 @@ def test_dataset_evaluation_comparison_export_and_theme(
         s.support for s in direct.report.per_class.values()
     ]
     dcis = direct.report.per_class["dcis"]
-    assert table["data"][table["index"].index("dcis")][3] == f"{dcis.f1:.3f}"
+    assert table["data"][table["index"].index("dcis")][3] == f"{100 * dcis.f1:.1f}%"
     # comparison line: difference with CI and McNemar p
     c = w.result.comparison
     assert (

@@ -12,7 +12,12 @@ from napari_crystal.patches import PatchTable, frame_patches
 
 pytest.importorskip("napari")
 
-from napari_crystal.widgets.overlay import ALL, ERRORS, add_prediction_overlay  # noqa: E402
+from napari_crystal.widgets.overlay import (  # noqa: E402
+    ALL,
+    ERRORS,
+    add_prediction_overlay,
+    text_overlay,
+)
 
 pytestmark = pytest.mark.viewer
 SHAPE = (1000, 1500)  # 4 x 6 frames of 250 px
@@ -106,7 +111,8 @@ def _hover(viewer, c):
     viewer.cursor.position = (300.0, 300.0)
     c._on_mouse_move(viewer, None)
     assert "true dcis, predicted indc" in c.hover.value and "indc 0.60" in c.hover.value
-    assert viewer.text_overlay.visible and "dcis" in viewer.text_overlay.text
+    text = text_overlay(viewer)
+    assert text.visible and "dcis" in text.text
 
 
 def test_region_overlay_fills_polygons(make_napari_viewer):

@@ -27,6 +27,7 @@ from magicgui.widgets import (
     Table,
 )
 from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import Qt
 
 from napari_crystal.errors import CrystalError
 from napari_crystal.widgets._runner import Runner
@@ -197,7 +198,9 @@ class EvaluateWidget(Container):
 
         self.viewer = viewer
         self.model = FileEdit(label="model", mode="r", filter="*.skops")
-        self.model_b = FileEdit(label="compare with (optional)", mode="r", filter="*.skops")
+        self.model_b = FileEdit(
+            label="compare with (optional)", mode="r", filter="*.skops", nullable=True
+        )
         self.source = RadioButtons(
             label="data", choices=[DATASET, SLIDE], value=DATASET, orientation="horizontal"
         )
@@ -220,6 +223,10 @@ class EvaluateWidget(Container):
         self.which = ComboBox(label="show model", choices=[])
         self.table = Table(value={"data": [], "columns": list(COLUMNS)})
         self.table.read_only = True
+        self.table.native.setMinimumHeight(300)
+        for label in (self.summary, self.comparison):
+            label.native.setWordWrap(True)
+            label.native.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
         self.out = FileEdit(label="export to", mode="d")
         self.export_button = PushButton(text="Export report (JSON, Markdown, PNG)")
         self.overlay_button = PushButton(text="Show predictions on the slide")
@@ -283,8 +290,8 @@ class EvaluateWidget(Container):
     def _model_paths(self) -> list[str]:
         paths = []
         for edit, what in ((self.model, "model"), (self.model_b, "second model")):
-            value = str(edit.value or "")
-            if value in ("", "."):
+            value = "" if edit.value is None else str(edit.value)
+            if value in ("", ".") or not edit.line_edit.value:
                 if edit is self.model:
                     raise CrystalError(None, "choose a model file (.skops)")
                 continue
@@ -374,18 +381,13 @@ class EvaluateWidget(Container):
             return
         self.table.value = {
             "data": [
-                [
-                    f"{s.accuracy:.3f}",
-                    f"{s.precision:.3f}",
-                    f"{s.recall:.3f}",
-                    f"{s.f1:.3f}",
-                    s.support,
-                ]  # fmt: skip
+                [_pct(s.accuracy), _pct(s.precision), _pct(s.recall), _pct(s.f1), s.support]
                 for s in report.per_class.values()
             ],
             "index": list(report.per_class),
             "columns": list(COLUMNS),
         }
+        self.table.native.resizeColumnsToContents()
         self.figure.clear()
         plot_confusion(report, ax=self.figure.add_subplot(), dark=is_dark(self.viewer))
         self.canvas.draw_idle()
@@ -437,6 +439,10 @@ class EvaluateWidget(Container):
 
     def _overlay_done(self, pmap, layer) -> None:
         self.overlay = add_overlay_layers(self.viewer, pmap, name=layer.name, slide=layer)
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
 
 
 def comparison_text(c) -> str:

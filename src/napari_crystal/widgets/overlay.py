@@ -50,6 +50,13 @@ def error_colormap(color=ERROR_COLOR) -> DirectLabelColormap:
     return DirectLabelColormap(color_dict=colors)
 
 
+def text_overlay(viewer):
+    """The canvas text overlay (``viewer.canvas.overlays.text`` since napari 0.9)."""
+    overlays = getattr(getattr(viewer, "canvas", None), "overlays", None)
+    text = getattr(overlays, "text", None)
+    return text if text is not None else viewer.text_overlay
+
+
 def _upsampled(image: np.ndarray, factor: int) -> np.ndarray:
     return image if factor == 1 else np.repeat(np.repeat(image, factor, 0), factor, 1)
 
@@ -91,6 +98,8 @@ class OverlayControls(Container):
             + (f" ({100 * wrong / labelled:.1f}%)" if labelled else "")
         )
         self.hover = Label(value="hover a patch: true class, predicted class, probabilities")
+        for label in (self.summary, self.hover):
+            label.native.setWordWrap(True)
         super().__init__(widgets=[self.summary, self.showing, self.grid, self.hover], labels=False)
         self.showing.changed.connect(self._on_show)
         self.grid.changed.connect(self._on_grid)
@@ -135,8 +144,9 @@ class OverlayControls(Container):
         text = self.info_text(row, col)
         if text:
             self.hover.value = text
-        viewer.text_overlay.text = text
-        viewer.text_overlay.visible = bool(text)
+        overlay = text_overlay(viewer)
+        overlay.text = text
+        overlay.visible = bool(text)
 
     def _on_removed(self, event) -> None:
         if event.value is self.prediction:
@@ -146,7 +156,7 @@ class OverlayControls(Container):
         """Stop listening to the viewer (the overlay's layers were removed)."""
         if self._on_mouse_move in self.viewer.mouse_move_callbacks:
             self.viewer.mouse_move_callbacks.remove(self._on_mouse_move)
-        self.viewer.text_overlay.visible = False
+        text_overlay(self.viewer).visible = False
 
     # ---------------------------------------------------------------- grid
     def _on_grid(self, value: bool) -> None:

@@ -1,0 +1,157 @@
+"""Screenshots for docs/: the Evaluate widget with real results, and the prediction overlay.
+
+Trains two small models (with and without crystals) on the tiny synthetic corpus, evaluates
+them in the Evaluate widget of a shown napari viewer (Xvfb via pyvirtualdisplay when there is
+no display), then evaluates the sample slide and builds its prediction overlay. Writes
+docs/evaluate-widget.png and docs/prediction-overlay.png.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+SIZE = 32  # mask side: small, so the script runs in about a minute
+TREES = 50
+
+
+def _display():
+    if os.environ.get("DISPLAY"):
+        return None
+    from pyvirtualdisplay import Display
+
+    display = Display(visible=False, size=(1700, 1100))
+    display.start()
+    return display
+
+
+def _settle(seconds: float = 0.3) -> None:
+    from qtpy.QtWidgets import QApplication
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        QApplication.processEvents()
+        time.sleep(0.02)
+
+
+def _wait(widget, timeout: float = 600) -> None:
+    from qtpy.QtWidgets import QApplication
+
+    end = time.monotonic() + timeout
+    while widget.runner.busy:
+        if time.monotonic() > end:
+            raise TimeoutError("the widget's job did not finish")
+        QApplication.processEvents()
+        time.sleep(0.02)
+    _settle()
+
+
+def models(work: Path) -> tuple[Path, Path, Path]:
+    """Two 50-tree models (crystals merged / dropped) and the eval dataset, tiny corpus."""
+    from napari_crystal.experiment import train_on_dataset
+    from napari_crystal.masks import build_dataset
+    from napari_crystal.synthetic import generate_corpus
+    from napari_crystal.training import save_model
+
+    corpus = generate_corpus(work / "corpus", preset="tiny", seed=42)
+    train = build_dataset(corpus, "train", work / "train.zarr", size=SIZE)
+    build_dataset(corpus, "eval", work / "eval.zarr", size=SIZE)
+    paths = []
+    for name, crystals in (("with-crystals", "merge"), ("without-crystals", "drop")):
+        model = train_on_dataset(train, crystals=crystals, params={"n_estimators": TREES})
+        paths.append(save_model(model, work / f"{name}.skops"))
+    return paths[0], paths[1], work / "eval.zarr"
+
+
+def _shot(viewer, path: Path) -> None:
+    _settle(0.5)
+    viewer.screenshot(str(path), canvas_only=False, flash=False)
+    print(f"wrote {path.relative_to(ROOT)}")
+
+
+def main() -> int:
+    """Make both screenshots; returns the exit status."""
+    display = _display()
+    try:
+        import napari
+
+        from napari_crystal._sample_data import sample_slide_path
+        from napari_crystal.widgets.evaluate_widget import SLIDE, EvaluateWidget
+
+        DOCS.mkdir(exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="napari-crystal-docs-") as tmp:
+            model_a, model_b, dataset = models(Path(tmp))
+            svs = sample_slide_path()
+            viewer = napari.Viewer(show=True, title="napari-crystal: evaluate")
+            viewer.window._qt_window.resize(1650, 1060)
+            viewer.open(str(svs), plugin="napari-crystal")
+            image = next(x for x in viewer.layers if x._type_string == "image")
+            shapes = next(x for x in viewer.layers if x._type_string == "shapes")
+
+            widget = EvaluateWidget(viewer)
+            dock = viewer.window.add_dock_widget(widget, name="Evaluate classifier", area="right")
+            widget.model.value = model_a
+            widget.model_b.value = model_b
+            widget.dataset.value = dataset
+            widget.run()
+            _wait(widget)
+            if widget.result is None:
+                raise RuntimeError("evaluation failed (see the notifications)")
+            dock.setMinimumWidth(560)
+            _shot(viewer, DOCS / "evaluate-widget.png")
+
+            # the open slide, one model, then its overlay
+            widget.model_b.value = None
+            widget.source.value = SLIDE
+            widget.slide.value, widget.annotation_layer.value = image, shapes
+            widget.run()
+            _wait(widget)
+            widget.build_overlay()
+            _wait(widget)
+            overlay = widget.overlay
+            if overlay is None:
+                raise RuntimeError("overlay failed (see the notifications)")
+            viewer.window.remove_dock_widget(dock)
+            _settle()
+            viewer.window._qt_window.resize(1650, 1000)
+            _settle()
+            overlay_dock = viewer.window._qt_window.findChildren(type(dock))
+            for d in overlay_dock:
+                d.setMaximumWidth(420)
+            for layer in viewer.layers:
+                if layer not in (image, *overlay.layers):
+                    layer.visible = False
+            # zoom onto the annotated part of the slide
+            t = overlay.pmap.table
+            lo = np.array([t.top.min(), t.left.min()], float)
+            hi = np.array([(t.top + t.height).max(), (t.left + t.width).max()], float)
+            camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+            camera.center = tuple((lo + hi) / 2)
+            canvas = viewer.window._qt_viewer.canvas.native
+            camera.zoom = 0.92 * min(canvas.height() / (hi - lo)[0], canvas.width() / (hi - lo)[1])
+            # hover a wrongly predicted region: the status shows true, predicted, probabilities
+            pmap = overlay.pmap
+            wrong = np.flatnonzero(pmap.wrong)
+            sizes = [np.count_nonzero(pmap.raster.index == i) for i in wrong]
+            target = int(wrong[int(np.argmax(sizes))]) if len(wrong) else 0
+            r, c = np.argwhere(pmap.raster.index == target).mean(axis=0)
+            pos = ((r + 0.5) * pmap.raster.scale, (c + 0.5) * pmap.raster.scale)
+            viewer.cursor.position = pos
+            overlay._on_mouse_move(viewer, None)
+            _shot(viewer, DOCS / "prediction-overlay.png")
+            viewer.close()
+    finally:
+        if display is not None:
+            display.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
