@@ -63,18 +63,6 @@ def timed_once(fn, *args) -> float:
     return time.perf_counter() - start
 
 
-def redraw(viewer, steps: int = 6) -> float:
-    """Mean time of one pan/zoom step and its redraw (what "smooth" is about)."""
-    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
-    zoom, center = camera.zoom, camera.center
-    start = time.perf_counter()
-    for k in range(steps):
-        camera.zoom = zoom * (1.5 if k % 2 else 1.0)
-        camera.center = (*center[:-1], center[-1] + 100 * (k - steps / 2))
-        _draw(viewer)
-    return (time.perf_counter() - start) / steps
-
-
 def _draw(viewer) -> None:
     from qtpy.QtWidgets import QApplication
 
@@ -111,7 +99,6 @@ def run(record, quick: bool = False) -> None:
                 _draw(viewer)
                 viewer.layers.remove(warm)
             _draw(viewer)
-            t_pan_0 = redraw(viewer)
 
             start = time.perf_counter()
             controls = add_prediction_overlay(
@@ -120,7 +107,6 @@ def run(record, quick: bool = False) -> None:
             built = time.perf_counter()
             _draw(viewer)
             t_build, t_ours = built - start, time.perf_counter() - start
-            t_pan = redraw(viewer)
             for layer in controls.layers:
                 viewer.layers.remove(layer)
             _draw(viewer)
@@ -136,7 +122,6 @@ def run(record, quick: bool = False) -> None:
             built_b = time.perf_counter()
             _draw(viewer)
             t_build_b, t_base = built_b - start, time.perf_counter() - start
-            t_pan_b = redraw(viewer)
         finally:
             viewer.close()
     ratio = t_base / t_ours
@@ -153,17 +138,4 @@ def run(record, quick: bool = False) -> None:
         seconds_class_maps=t_map,
         seconds_baseline=t_base,
         seconds_baseline_build=t_build_b,
-    )
-    record(
-        f"prediction overlay ({n} frame patches): pan/zoom redraw",
-        f"Labels overlay +{1e3 * (t_pan - t_pan_0):.0f} ms per step over the slide alone "
-        f"({1e3 * t_pan_0:.0f} ms, software OpenGL + read-back)",
-        f"Shapes layer of {n} rectangles +{1e3 * (t_pan_b - t_pan_0):.0f} ms",
-        (t_pan_b - t_pan_0) / max(t_pan - t_pan_0, 1e-3),
-        "informational: under Xvfb's software OpenGL every layer costs a full-window fill",
-        None,
-        patches=n,
-        seconds_slide_alone=t_pan_0,
-        seconds_project=t_pan,
-        seconds_baseline=t_pan_b,
     )
