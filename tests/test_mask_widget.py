@@ -33,24 +33,13 @@ def first_slide(corpus: Path, split: str = "train") -> Path:
 
 
 def open_slide_layers(viewer, svs: Path):
-    """The slide as the plugin's reader lays it out: a multiscale image and a labelled Shapes."""
-    from napari_crystal._slide_reader import slide_layer
-    from napari_crystal.slide import open_slide
+    """Open a slide through the plugin's reader: (image layer, Shapes layer, Annotation)."""
+    import napari.layers
 
-    data, meta, _ = slide_layer(open_slide(svs))
-    image = viewer.add_image(data, **meta)
-    ann = read_annotation(svs.with_suffix(".csv"))
-    shapes = viewer.add_shapes(
-        [r.coords for r in ann.regions],
-        shape_type="polygon",
-        name=svs.stem + " regions",
-        features={
-            "label": [r.label for r in ann.regions],
-            "region_id": [r.region_id for r in ann.regions],
-            "tissue": [r.tissue for r in ann.regions],
-        },
-    )
-    return image, shapes, ann
+    layers = viewer.open(str(svs), plugin="napari-crystal")
+    image = next(x for x in layers if isinstance(x, napari.layers.Image))
+    shapes = next(x for x in layers if isinstance(x, napari.layers.Shapes))
+    return image, shapes, read_annotation(svs.with_suffix(".csv"))
 
 
 def docked(viewer) -> MaskWidget:

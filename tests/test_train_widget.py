@@ -17,7 +17,7 @@ from napari_crystal.experiment import train_on_dataset  # noqa: E402
 from napari_crystal.masks import Dataset, build_dataset, load_dataset, save_dataset  # noqa: E402
 from napari_crystal.patches import PatchTable  # noqa: E402
 from napari_crystal.training import DEFAULT_PARAMS, load_model  # noqa: E402
-from napari_crystal.widgets.mask_widget import MaskWidget  # noqa: E402
+from napari_crystal.widgets.mask_widget import MaskWidget, latest_dataset  # noqa: E402
 from napari_crystal.widgets.train_widget import FROM_FILE, FROM_MASKS, TrainWidget  # noqa: E402
 from test_mask_widget import first_slide, open_slide_layers  # noqa: E402
 
@@ -130,16 +130,16 @@ def test_cancel_leaves_no_model_and_controls_come_back(make_napari_viewer, qtbot
     save_dataset(random_dataset(300, 32), path)
     widget.source.value = FROM_FILE
     widget.dataset_path.value = path
-    widget.n_estimators.value = 5000  # far longer than the test waits
+    widget.n_estimators.value = 1000  # batches of ~100 trees: many left when we cancel
     out = tmp_path / "cancelled.skops"
     widget.out.value = out
     widget.run()
     controls = [widget.run_button, widget.out, widget.crystals, widget.n_estimators]
     assert not any(w.enabled for w in controls) and widget.cancel_button.enabled
-    qtbot.waitUntil(lambda: widget.bar.value >= 3, timeout=30_000)  # some trees grown
-    assert widget.bar.max == 5000
+    qtbot.waitUntil(lambda: widget.bar.value >= 1, timeout=30_000)  # some trees grown
+    assert widget.bar.max == 1000
     widget.cancel_button.changed.emit(True)
-    wait(qtbot, widget)
+    wait(qtbot, widget, timeout=120_000)  # the core stops between batches of trees
     assert isinstance(widget.runner.last_error, Cancelled)
     assert not out.exists() and not list(tmp_path.glob(".cancelled.skops*"))
     assert "cancelled" in widget.status.value and widget.model is None
@@ -207,3 +207,19 @@ def test_event_loop_keeps_turning_while_training(make_napari_viewer, qtbot, tmp_
     # a frozen loop would tick ~once; a free one ~100 times a second. Generous: 5 per second.
     assert len(during) >= max(3, elapsed / 0.2), (len(during), elapsed)
     assert len(bar_values) >= 3  # the per-tree progress reached the bar while it ran
+
+
+def test_docked_from_the_plugin_menu_they_share_the_dataset(
+    make_napari_viewer, qtbot, tiny_corpus
+):
+    viewer = make_napari_viewer()
+    _, masks = viewer.window.add_plugin_dock_widget("napari-crystal", "Generate masks")
+    _, train = viewer.window.add_plugin_dock_widget("napari-crystal", "Train classifier")
+    assert isinstance(masks, MaskWidget) and isinstance(train, TrainWidget)
+    image, shapes, _ = open_slide_layers(viewer, first_slide(tiny_corpus))
+    masks.image.value, masks.shapes.value = image, shapes
+    masks.method.value, masks.size.value = "polygon", 16
+    masks.run()
+    qtbot.waitUntil(lambda: not masks.runner.busy, timeout=30_000)
+    # each widget got its own proxy of the viewer; the dataset is found through either
+    assert latest_dataset(train.viewer)[0] is masks.dataset is not None

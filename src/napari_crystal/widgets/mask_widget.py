@@ -56,6 +56,8 @@ MAX_TEXT = 400  # beyond this many tiles, per-tile class text is unreadable: col
 TILE_BACKGROUND = (34, 36, 40)
 SELECTED_BORDER = (255, 255, 255)
 
+PROGRESS_S = 0.1  # at most 10 progress repaints a second: each costs a window repaint
+
 _REGISTRY: list[weakref.ref[MaskWidget]] = []
 
 
@@ -98,84 +100,28 @@ def slide_path(layer) -> Path:
     )
 
 
-def _ellipse(corners: np.ndarray, n: int = 64) -> np.ndarray:
-    """Polygon approximating the ellipse inscribed in napari's 4 bounding-box corners."""
-    centre = corners.mean(axis=0)
-    axis_a, axis_b = (corners[1] - corners[0]) / 2, (corners[3] - corners[0]) / 2
-    t = np.linspace(0, 2 * np.pi, n, endpoint=False)[:, None]
-    return centre + np.cos(t) * axis_a + np.sin(t) * axis_b
-
-
-def _feature(features, name: str, n: int):
-    if features is None or name not in getattr(features, "columns", ()):
-        return None
-    values = list(features[name])
-    return values if len(values) == n else None
-
-
 def shapes_annotation(shapes, image=None):
     """An ``nedc.Annotation`` of a Shapes layer, in the level-0 pixels of the ``image`` layer.
 
-    Labels come from the layer's ``label`` feature (the reader sets it; draw tools need it set
-    by hand); region ids and tissue from their features where present. Raises
-    `AnnotationError` for a layer without shapes, without labels, or with lines/paths.
+    The layer's vertices are mapped through its and the image's scale/translate, then
+    converted by the writer's ``shapes_to_annotation`` (labels from the ``label`` feature);
+    its errors come back naming the layer.
     """
+    from napari_crystal._writer import shapes_to_annotation
     from napari_crystal.errors import AnnotationError
-    from napari_crystal.nedc import Annotation, Region
 
-    name = f"Shapes layer {shapes.name!r}"
-    n = len(shapes.data)
-    if n == 0:
-        raise AnnotationError(None, f"{name} has no shapes")
-    labels = _feature(shapes.features, "label", n)
-    if labels is None:
-        raise AnnotationError(
-            None, f"{name} has no 'label' feature: every shape needs an NEDC label"
-        )
-    unlabelled = [i for i, v in enumerate(labels) if not isinstance(v, str) or not v.strip()]
-    if unlabelled:
-        raise AnnotationError(
-            None,
-            f"{name}: {len(unlabelled)} shape(s) without a label (first: shape {unlabelled[0]})",
-        )
-    ids = _feature(shapes.features, "region_id", n) or list(range(1, n + 1))
-    tissues = _feature(shapes.features, "tissue", n) or ["breast"] * n
+    if len(shapes.data) == 0:
+        raise AnnotationError(None, f"Shapes layer {shapes.name!r} has no shapes")
     scale = np.asarray(shapes.scale[-2:], dtype=float)
     shift = np.asarray(shapes.translate[-2:], dtype=float)
     if image is not None:  # shapes data -> world -> the image's level-0 pixels
         shift = (shift - np.asarray(image.translate[-2:])) / np.asarray(image.scale[-2:])
         scale = scale / np.asarray(image.scale[-2:])
-    regions = []
-    for i, (data, kind) in enumerate(zip(shapes.data, shapes.shape_type, strict=True)):
-        coords = np.asarray(data, dtype=float)[:, -2:]
-        if kind in ("line", "path"):
-            raise AnnotationError(None, f"{name}: shape {i} is a {kind}, not a region")
-        if kind == "ellipse":
-            coords = _ellipse(coords)
-        coords = coords * scale + shift
-        tissue = tissues[i] if isinstance(tissues[i], str) else "breast"
-        regions.append(
-            Region(
-                index=i,
-                region_id=int(ids[i]),
-                label=str(labels[i]).strip(),
-                tissue=tissue,
-                coords=coords,
-                depth=np.zeros(len(coords), dtype=np.int64),
-                confidence=1.0,
-            )
-        )
-    meta = dict(getattr(shapes, "metadata", None) or {})
-    header = meta.get("header") if isinstance(meta.get("header"), dict) else meta
-    return Annotation(
-        regions=regions,
-        mpp=header.get("mpp"),
-        width=header.get("width"),
-        height=header.get("height"),
-        bname=header.get("bname", shapes.name),
-        tissue=header.get("tissue", "breast"),
-        source=meta.get("path") or getattr(shapes.source, "path", None) or shapes.name,
-    )
+    data = [np.asarray(d, dtype=float)[:, -2:] * scale + shift for d in shapes.data]
+    try:
+        return shapes_to_annotation(data, shapes.features, shapes.metadata, shapes.shape_type)
+    except AnnotationError as exc:
+        raise AnnotationError(None, f"Shapes layer {shapes.name!r}: {exc.message}") from None
 
 
 # --------------------------------------------------------------------------- gallery
@@ -260,6 +206,27 @@ def _save(dataset: Dataset, path, progress=None, cancel=None) -> Path:
 # --------------------------------------------------------------------------- widget
 
 
+def job_row(bar: ProgressBar, cancel: PushButton) -> Container:
+    """Progress bar and Cancel in one row: showing the bar then changes no column width, so
+    starting a job does not resize the dock (and with it the canvas, a full repaint)."""
+    return Container(widgets=[bar, cancel], layout="horizontal", labels=False, label="")
+
+
+def count_table(columns: dict) -> Table:
+    """A read-only per-class table, tall enough for every class, without row numbers."""
+    table = Table(value=columns)
+    table.read_only = True
+    table.min_height = 300
+    table.native.verticalHeader().setVisible(False)
+    return table
+
+
+def wrapped(label: Label) -> Label:
+    """A label that wraps long text (paths) instead of widening the dock."""
+    label.native.setWordWrap(True)
+    return label
+
+
 class MaskWidget(Container):
     """Turn annotated regions into binary masks: gallery, counts, selection preview, save."""
 
@@ -290,8 +257,8 @@ class MaskWidget(Container):
         self.run_button = PushButton(text="Generate masks")
         self.cancel_button = PushButton(text="Cancel")
         self.bar = ProgressBar(label="")
-        self.status = Label(value="")
-        self.counts = Table(value={"class": [], "meaning": [], "masks": []})
+        self.status = wrapped(Label(value=""))
+        self.counts = count_table({"class": [], "masks": [], "meaning": []})
         self.save_button = PushButton(text="Save dataset")
         self.extend(
             [
@@ -304,21 +271,18 @@ class MaskWidget(Container):
                 self.channel,
                 self.size,
                 self.run_button,
-                self.cancel_button,
-                self.bar,
+                job_row(self.bar, self.cancel_button),
                 self.status,
                 self.counts,
                 self.out,
                 self.save_button,
             ]  # fmt: skip
         )
-        self.counts.read_only = True
-        self.counts.min_height = 160
         controls = [
             self.source, self.image, self.shapes, self.corpus, self.split, self.method,
             self.channel, self.size, self.out, self.run_button, self.save_button,
         ]  # fmt: skip
-        self.runner = Runner(self.bar, controls, self.cancel_button)
+        self.runner = Runner(self.bar, controls, self.cancel_button, min_interval=PROGRESS_S)
         self.source.changed.connect(self._on_source)
         self.method.changed.connect(self._on_source)
         self.run_button.changed.connect(self.run)
@@ -433,9 +397,10 @@ class MaskWidget(Container):
         counts = class_counts(dataset.labels)
         self.counts.value = {
             "class": [*counts, "total"],
-            "meaning": [palette.MEANINGS.get(k, "unknown label") for k in counts] + [""],
             "masks": [*counts.values(), len(dataset)],
+            "meaning": [palette.MEANINGS.get(k, "unknown label") for k in counts] + [""],
         }
+        self.counts.native.resizeColumnsToContents()
 
     def _placement(self) -> tuple[np.ndarray, np.ndarray]:
         """(scale, translate) putting the gallery right of everything else, as tall as it."""
@@ -464,8 +429,10 @@ class MaskWidget(Container):
         )  # fmt: skip
         if len(dataset) <= MAX_TEXT:
             origins = np.array([_tile_origin(layout, i) for i in range(len(dataset))], float)
+            # text sits above its point: put the point at the tile's lower-left corner
+            corner = np.array([layout["pad"] + layout["tile"] - 2, layout["pad"] + 1])
             self.viewer.add_points(
-                origins + layout["pad"] + 1,
+                origins + corner,
                 name=LABELS,
                 scale=scale,
                 translate=translate,
@@ -478,7 +445,6 @@ class MaskWidget(Container):
                     "color": "white",
                     "size": 8,
                     "anchor": "upper_left",
-                    "translation": [2, 2],
                 },
             )  # fmt: skip
         self.viewer.layers.selection.active = self.viewer.layers[GALLERY]

@@ -22,7 +22,6 @@ from magicgui.widgets import (
     ProgressBar,
     PushButton,
     SpinBox,
-    Table,
 )
 from napari.utils.notifications import show_error
 from psygnal import Signal
@@ -33,7 +32,13 @@ from napari_crystal.experiment import train_on_dataset
 from napari_crystal.masks import Dataset, load_dataset
 from napari_crystal.training import CRYSTAL_MODES, DEFAULT_PARAMS, Model, save_model
 from napari_crystal.widgets._runner import Runner
-from napari_crystal.widgets.mask_widget import latest_dataset
+from napari_crystal.widgets.mask_widget import (
+    PROGRESS_S,
+    count_table,
+    job_row,
+    latest_dataset,
+    wrapped,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -71,6 +76,12 @@ def train_and_save(
     return model, save_model(model, out), seconds
 
 
+def _import_training_libraries() -> None:
+    """Import scikit-learn, imbalanced-learn and skops (seconds of work, some holding the GIL)."""
+    import imblearn.ensemble  # noqa: F401
+    import skops.io  # noqa: F401
+
+
 class TrainWidget(Container):
     """Train a balanced random forest (the paper's defaults) and save it as a skops file."""
 
@@ -84,7 +95,7 @@ class TrainWidget(Container):
         p = DEFAULT_PARAMS
         self.source = ComboBox(label="dataset from", choices=[FROM_MASKS, FROM_FILE])
         self.dataset_path = FileEdit(label="dataset file", mode="d")
-        self.dataset_info = Label(value="")
+        self.dataset_info = wrapped(Label(value=""))
         self.crystals = ComboBox(label="crystal classes", choices=list(CRYSTAL_MODES))
         self.crystals.tooltip = (
             "merge: cnno/cdcs/cidc count as nneo/dcis/indc (the study); keep: own classes; "
@@ -120,16 +131,14 @@ class TrainWidget(Container):
         self.run_button = PushButton(text="Train")
         self.cancel_button = PushButton(text="Cancel")
         self.bar = ProgressBar(label="")
-        self.status = Label(value="")
-        self.counts = Table(value={"class": [], "patches": []})
-        self.counts.read_only = True
-        self.counts.min_height = 160
+        self.status = wrapped(Label(value=""))
+        self.counts = count_table({"class": [], "patches": []})
         self._params = [
             self.n_estimators, self.criterion, self.max_features, self.max_depth,
             self.min_samples_split, self.min_samples_leaf, self.sampling_strategy,
             self.replacement, self.bootstrap, self.random_state,
         ]  # fmt: skip
-        self.forest = Container(widgets=self._params, labels=True, label="forest")
+        heading = Label(value="<b>Balanced random forest</b> (defaults: the study's)")
         controls = [
             self.source, self.dataset_path, self.crystals, *self._params, self.n_jobs,
             self.out, self.run_button,
@@ -140,20 +149,23 @@ class TrainWidget(Container):
                 self.dataset_path,
                 self.dataset_info,
                 self.crystals,
-                self.forest,
+                heading,
+                *self._params,
                 self.n_jobs,
                 self.out,
                 self.run_button,
-                self.cancel_button,
-                self.bar,
+                job_row(self.bar, self.cancel_button),
                 self.status,
                 self.counts,
             ]  # fmt: skip
         )
-        self.runner = Runner(self.bar, controls, self.cancel_button)
+        self.runner = Runner(self.bar, controls, self.cancel_button, min_interval=PROGRESS_S)
         self.source.changed.connect(self._on_source)
         self.run_button.changed.connect(self.run)
         self._on_source()
+        # the first training would otherwise import the libraries mid-run, stalling the loop
+        self.warmup = threading.Thread(target=_import_training_libraries, daemon=True)
+        self.warmup.start()
 
     @property
     def params(self) -> dict[str, Any]:
@@ -191,7 +203,7 @@ class TrainWidget(Container):
         return Path(value) if value and value != "." else None
 
     def run(self, *_: Any):
-        """Train on the chosen dataset and save the model; returns the worker (None on bad input)."""
+        """Train on the chosen dataset, then save the model; the worker (None on bad input)."""
         try:
             if self.source.value == FROM_MASKS:
                 dataset, _ = latest_dataset(self.viewer)

@@ -1,0 +1,125 @@
+"""Screenshots for docs/: the Generate masks and Train classifier widgets with real results.
+
+Opens the synthetic sample slide through the plugin in a shown napari viewer (Xvfb through
+pyvirtualdisplay when there is no display), generates its masks, selects a region, trains the
+study's forest on those masks, and writes docs/mask-widget.png and docs/train-widget.png.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+WINDOW = (1700, 1000)
+
+
+def _display():
+    if os.environ.get("DISPLAY"):
+        return None
+    from pyvirtualdisplay import Display
+
+    display = Display(visible=False, size=(WINDOW[0] + 100, WINDOW[1] + 100))
+    display.start()
+    return display
+
+
+def _settle(seconds: float = 0.5) -> None:
+    from qtpy.QtWidgets import QApplication
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        QApplication.processEvents()
+        time.sleep(0.01)
+
+
+def _wait(widget, timeout: float = 600) -> None:
+    """Process events until the widget's job is over; raise its error if it failed."""
+    end = time.monotonic() + timeout
+    while widget.runner.busy:
+        if time.monotonic() > end:
+            raise TimeoutError("the widget's job did not finish")
+        _settle(0.05)
+    if widget.runner.last_error is not None:
+        raise widget.runner.last_error
+
+
+def _shot(viewer, path: Path) -> None:
+    _settle(1.0)
+    viewer.screenshot(str(path), canvas_only=False, flash=False)
+    print(f"wrote {path.relative_to(ROOT)}")
+
+
+def _frame(viewer, image, gallery, patch, row: int) -> None:
+    """Point the camera at the selected region and its tile in the gallery, with context."""
+    layout = gallery.metadata["layout"]
+    cell = layout["cell"]
+    tile = np.array([(row // layout["cols"]) * cell, (row % layout["cols"]) * cell])
+    corners = [
+        np.asarray(image.translate) + np.asarray(image.scale) * [patch.top, patch.left],
+        np.asarray(gallery.translate) + np.asarray(gallery.scale) * (tile + cell),
+    ]
+    lo, hi = np.min(corners, axis=0), np.max(corners, axis=0)
+    span = (hi - lo) * 1.35 + 200
+    canvas = viewer.window._qt_viewer.canvas.native
+    viewer.camera.center = tuple((lo + hi) / 2)
+    viewer.camera.zoom = min(canvas.height() / span[0], canvas.width() / span[1])
+
+
+def main() -> int:
+    """Make both screenshots; returns the exit status."""
+    display = _display()
+    try:
+        import napari
+        import napari.layers
+
+        from napari_crystal._sample_data import sample_slide_path
+        from napari_crystal.widgets.mask_widget import GALLERY, MaskWidget
+        from napari_crystal.widgets.train_widget import TrainWidget
+
+        DOCS.mkdir(exist_ok=True)
+        svs = sample_slide_path()
+        viewer = napari.Viewer(show=True, title="napari-crystal: generate masks, train")
+        viewer.window._qt_window.resize(*WINDOW)
+        layers = viewer.open(str(svs), plugin="napari-crystal")
+        image = next(x for x in layers if isinstance(x, napari.layers.Image))
+        shapes = next(x for x in layers if isinstance(x, napari.layers.Shapes))
+        for layer in layers:  # the class raster would hide the tissue under the masks
+            if isinstance(layer, napari.layers.Labels):
+                layer.visible = False
+
+        masks = MaskWidget(viewer)
+        masks_dock = viewer.window.add_dock_widget(masks, name="Generate masks", area="right")
+        masks.image.value, masks.shapes.value = image, shapes
+        masks.run()
+        _wait(masks)
+        table = masks.dataset.table
+        crystal = np.flatnonzero(table.label == "cidc")
+        row = int(crystal[np.argmax(table.left[crystal])])  # the one nearest the gallery
+        shapes.selected_data = {int(table.index[row])}
+        viewer.layers.selection.active = shapes
+        _frame(viewer, image, viewer.layers[GALLERY], table[row], row)
+        _shot(viewer, DOCS / "mask-widget.png")
+
+        train = TrainWidget(viewer)
+        viewer.window.remove_dock_widget(masks_dock)
+        viewer.window.add_dock_widget(train, name="Train classifier", area="right")
+        train.out.value = svs.with_name("sample-forest.skops")  # beside the cached sample
+        train.run()
+        _wait(train)
+        viewer.reset_view()
+        _shot(viewer, DOCS / "train-widget.png")
+        viewer.close()
+        return 0
+    finally:
+        if display is not None:
+            display.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
