@@ -421,10 +421,222 @@ class _Block:
         return out
 
 
+_LOW7 = _U64(0x7F7F7F7F7F7F7F7F)
+_DIGIT_BIAS = _U64(0x7676767676767676)
+_HIGH_BITS = _U64(0x8080808080808080)
+_MOVEMASK = _U64(0x0102040810204080)
+_NIBBLES = 0x0F0F0F0F0F0F0F0F
+
+
+def _digit_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per mask of the non-digit bytes of a word (bit k: byte k): how many digits end the word;
+    the shift that brings the byte before them down (64, i.e. none, unless 1..7 digits); and
+    the mask that keeps their low nibbles."""
+    count = np.array([8 if m == 0 else 8 - m.bit_length() for m in range(256)], dtype=np.int64)
+    shift = np.where((count >= 1) & (count <= 7), 8 * (7 - count), 64).astype(_U64)
+    nibbles = np.array([int(_HIGH[c]) & _NIBBLES for c in count], dtype=_U64)
+    return count, shift, nibbles
+
+
+_TRAILING, _SHIFT_BEFORE, _DIGIT_NIBBLES = _digit_tables()
+_ROWS_PER_CHUNK = 1 << 14  # rows are checked and parsed in cache-sized chunks
+_SCAN_BYTES = 1 << 20
+
+
+def _nondigit_masks(word: np.ndarray) -> np.ndarray:
+    """For each little-endian uint64 word, the 8-bit mask of its bytes that are not ASCII digits."""
+    x = word ^ _U64(_ASCII_ZEROS)  # digits become bytes 0..9
+    m = x & _LOW7
+    m += _DIGIT_BIAS  # the high bit of a byte is set from 10 up; no carries between bytes
+    m |= x
+    m &= _HIGH_BITS
+    m >>= _U64(7)
+    m *= _MOVEMASK  # gathers the eight high bits into the top byte
+    m >>= _U64(56)
+    return m.view(np.int64)
+
+
+def _digits_before(words: np.ndarray, end: np.ndarray, ok: np.ndarray):
+    """The 1..7 digits that end just before byte offsets ``end``, preceded by a comma:
+    ``ok &=`` whether they are there; returns their count and their value."""
+    word = words[end - 8]
+    mask = _nondigit_masks(word)
+    count = _TRAILING.take(mask)
+    before = word >> _SHIFT_BEFORE.take(mask)
+    before &= _U64(0xFF)
+    ok &= before == _U64(44)
+    # Eight digits to their value, two, four, then eight at a time (SWAR).
+    v = word & _DIGIT_NIBBLES.take(mask)
+    v *= _U64(10 * 256 + 1)
+    v >>= _U64(8)
+    v &= _U64(0x00FF00FF00FF00FF)
+    v *= _U64(100 * 65536 + 1)
+    v >>= _U64(16)
+    v &= _U64(0x0000FFFF0000FFFF)
+    v *= _U64((10000 << 32) + 1)
+    v >>= _U64(32)
+    return count, v.view(np.int64)
+
+
+def _newlines(buf: np.ndarray, start: int, stop: int) -> tuple[np.ndarray, int]:
+    """Offsets of the newlines in ``buf[start:stop]`` and the number of commas there, a chunk
+    at a time so that the byte masks stay in the cache."""
+    mask = np.empty(min(_SCAN_BYTES, stop - start), dtype=bool)
+    parts, commas = [], 0
+    for lo in range(start, stop, _SCAN_BYTES):
+        chunk = buf[lo : min(lo + _SCAN_BYTES, stop)]
+        m = mask[: len(chunk)]
+        np.equal(chunk, 44, out=m)
+        commas += int(np.count_nonzero(m))
+        np.equal(chunk, 10, out=m)
+        found = np.flatnonzero(m)
+        found += lo
+        parts.append(found)
+    return np.concatenate(parts), commas
+
+
+class _FastBlock:
+    """The data rows of a regular CSV, found from the newlines alone.
+
+    Most files have the canonical column order, a region's first four fields and its
+    depth/confidence repeated on every row, and plain digits elsewhere. Then the only
+    per-byte pass finds newlines and counts commas; each row is checked and its row and
+    column parsed from a few 8-byte words at known offsets. Any other input gets ``None`` from
+    :meth:`parse`, and :class:`_Block` reads it (and names what is wrong) the careful way.
+    Offers ``_parse_csv`` the same methods as :class:`_Block`.
+    """
+
+    @classmethod
+    def parse(cls, path: Path, raw: bytearray, offset: int, size: int, first_line: int):
+        if offset < 48:  # word loads reach up to 42 bytes before the first row
+            return None
+        end = size
+        while end > offset and raw[end - 1] in b"\n\t ":
+            end -= 1
+        if end <= offset:
+            return None
+        raw[end] = 10  # the final newline, as _Block writes it
+        stop = end + 1
+        buf = np.frombuffer(raw, dtype=np.uint8)
+        words = np.ndarray(shape=(stop + 32,), dtype="<u8", buffer=raw, strides=(1,))
+        nl, commas = _newlines(buf, offset, stop)
+        n = len(nl)
+        if commas != (len(COLUMNS) - 1) * n:
+            return None
+        rs = np.empty_like(nl)
+        rs[0] = offset
+        rs[1:] = nl[:-1] + 1
+        # Region candidates: rows whose first 8 bytes differ from the row above. Checked below:
+        # every row must repeat its region's first four fields exactly, and neighbouring
+        # regions must differ in them, so these are exactly the rows _Block.changes finds.
+        head = words[rs]
+        change = np.flatnonzero(head[1:] != head[:-1]) + 1
+        if 3 * (len(change) + 1) > n:  # fewer than 3 rows a region: not worth it here
+            return None
+        rstart = np.concatenate([[0], change])
+        counts = np.diff(np.append(rstart, n))
+        texts, widths, tails, depths, prefix_at, prefix_word, tail_mask, tail_word = (
+            [] for _ in range(8)
+        )
+        previous = None
+        for k in rstart.tolist():
+            parts = bytes(raw[int(rs[k]) : int(nl[k])]).split(b",")
+            if len(parts) != len(COLUMNS):
+                return None
+            prefix = b",".join(parts[:4]) + b","
+            tail = b"," + parts[7] + b"," + parts[8]
+            if prefix == previous or not (8 <= len(prefix) <= 32 and len(tail) <= 8):
+                return None
+            if not (parts[7].isdigit() and len(parts[7]) <= 8):
+                return None
+            previous = prefix
+            texts.append(parts)
+            widths.append(len(prefix))
+            tails.append(len(tail))
+            depths.append(int(parts[7]))
+            # The first 8 bytes are the same in the whole region (head); the rest of the
+            # prefix is covered by words at 8, 16 and, last, ending where the prefix ends.
+            at = [min(i, len(prefix) - 8) for i in (8, 16, 24)]
+            prefix_at.append(at)
+            prefix_word.append([int.from_bytes(prefix[i : i + 8], "little") for i in at])
+            tail_mask.append(int(_HIGH[len(tail)]))
+            tail_word.append(int.from_bytes(tail.rjust(8, b"\0"), "little"))
+        n_words = (max(widths) - 1) // 8
+        per_row = {
+            name: np.repeat(np.asarray(values, dtype=dtype), counts, axis=0)
+            for name, values, dtype in (
+                ("at", np.asarray(prefix_at)[:, :n_words], np.int64),
+                ("word", np.asarray(prefix_word, dtype=_U64)[:, :n_words], _U64),
+                ("width", widths, np.int64),
+                ("tail", tails, np.int64),
+                ("tail_mask", tail_mask, _U64),
+                ("tail_word", tail_word, _U64),
+            )
+        }
+        rows = np.empty(n, dtype=np.int64)
+        cols = np.empty(n, dtype=np.int64)
+        for lo in range(0, n, _ROWS_PER_CHUNK):
+            hi = min(lo + _ROWS_PER_CHUNK, n)
+            start, stop_ = rs[lo:hi], nl[lo:hi]
+            ok = np.ones(hi - lo, dtype=bool)
+            at, expect = per_row["at"][lo:hi], per_row["word"][lo:hi]
+            for i in range(n_words):
+                ok &= words[start + at[:, i]] == expect[:, i]
+            tail = words[stop_ - 8]
+            tail &= per_row["tail_mask"][lo:hi]
+            ok &= tail == per_row["tail_word"][lo:hi]
+            col_end = stop_ - per_row["tail"][lo:hi]
+            width, cols[lo:hi] = _digits_before(words, col_end, ok)
+            row_end = col_end - width
+            row_end -= 1
+            width, rows[lo:hi] = _digits_before(words, row_end, ok)
+            # coord_index lies between the prefix and the comma before row. With the file's
+            # comma count checked above, the commas found here are all there are.
+            row_end -= width
+            row_end -= start
+            ok &= row_end > per_row["width"][lo:hi]
+            if not ok.all():
+                return None
+        block = cls()
+        block.path = path
+        block.lines = first_line + np.arange(n)
+        block.change = change
+        block.texts = dict(zip(rstart.tolist(), texts, strict=True))
+        block.values = {5: rows, 6: cols, 7: np.repeat(np.asarray(depths, np.int64), counts)}
+        block.all_zero_depth = not any(depths)
+        return block
+
+    def changes(self, first: int, last: int) -> np.ndarray:
+        assert (first, last) == (0, 3)
+        return self.change
+
+    def text(self, col: int, row: int) -> str:
+        return self.texts[row][col].decode("utf-8", errors="replace")
+
+    def ints(self, col: int, name: str) -> np.ndarray:
+        return self.values[col]
+
+    def zeros(self, col: int) -> bool:
+        assert col == 7
+        return self.all_zero_depth
+
+
 def _parse_csv(path: Path, raw: bytearray, size: int) -> Annotation:
     header, columns, offset, first_line = _parse_header(path, raw, size)
     fields = _header_fields(path, header)
-    block = _Block(path, raw, offset, size, first_line)
+    if raw.find(b"\r", offset, size) >= 0:
+        # Line ends as "\n" only, in a copy with spare bytes on both sides for word loads.
+        block = bytes(raw[offset:size]).replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        raw, offset, size = (
+            bytearray(_PAD) + bytearray(block) + bytearray(_PAD),
+            _PAD,
+            _PAD + len(block),
+        )
+    block = None
+    if columns == list(COLUMNS):
+        block = _FastBlock.parse(path, raw, offset, size, first_line)
+    if block is None:
+        block = _Block(path, raw, offset, size, first_line)
     col = {name: columns.index(name) for name in COLUMNS}
     n = len(block.lines)
     if n == 0:
