@@ -48,6 +48,10 @@ if TYPE_CHECKING:
 __all__ = ["TrainWidget", "train_and_save"]
 
 FROM_MASKS, FROM_FILE = "mask widget", "dataset file"
+# Finer warm-start batches than the CLI's: the bar moves every few trees and Cancel answers
+# within about a second, for some 10-20% more training time.
+GUI_STEPS = 25
+GUI_STEP_SECONDS = 1.0
 MAX_FEATURES = [("sqrt", "sqrt"), ("log2", "log2"), ("all (None)", None)]
 STRATEGIES = ["all", "not minority", "not majority", "majority", "auto"]
 
@@ -70,7 +74,7 @@ def train_and_save(
     start = time.perf_counter()
     model = train_on_dataset(
         dataset, crystals=crystals, params=params, progress=progress, cancel=cancel,
-        n_jobs=n_jobs,
+        n_jobs=n_jobs, steps=GUI_STEPS, step_seconds=GUI_STEP_SECONDS,
     )  # fmt: skip
     seconds = time.perf_counter() - start
     if cancel is not None and cancel.is_set():
