@@ -82,6 +82,44 @@ def _display_vertices(coords: np.ndarray) -> np.ndarray:
     return out
 
 
+def _display_data(coords: list[np.ndarray], outline: bool | None = None):
+    """:func:`_display_vertices` of every region in a few numpy passes, as views into one array;
+    with ``outline`` (default: above :data:`OUTLINE_VERTICES`) each closed by its first vertex.
+    Returns the vertex arrays and whether they are outlines."""
+    sizes = np.array([len(c) for c in coords], dtype=np.int64)
+    if not len(coords) or sizes.min() < 1:
+        data = [_display_vertices(c) for c in coords]
+        n_vertices = sum(len(d) for d in data)
+        outline = n_vertices > OUTLINE_VERTICES if outline is None else outline
+        return ([np.vstack([d, d[:1]]) for d in data] if outline else data), outline
+    flat = np.concatenate(coords).reshape(-1, 2)
+    starts = np.cumsum(sizes) - sizes
+    keep = np.empty(len(flat), dtype=bool)
+    np.logical_or(flat[1:, 0] != flat[:-1, 0], flat[1:, 1] != flat[:-1, 1], out=keep[1:])
+    keep[starts] = True  # a region's first vertex is always kept
+    kept = np.flatnonzero(keep)
+    first = np.searchsorted(kept, starts)  # position in ``kept`` of each region's first vertex
+    counts = np.diff(np.append(first, len(kept)))
+    last = kept[first + counts - 1]
+    closing = (
+        (counts > 3) & (flat[last, 0] == flat[starts, 0]) & (flat[last, 1] == flat[starts, 1])
+    )
+    keep[last[closing]] = False  # napari closes polygons itself
+    counts -= closing
+    outline = int(counts.sum()) > OUTLINE_VERTICES if outline is None else outline
+    if outline:  # a closed outline: the first vertex again after the last
+        keep = keep.astype(np.int64)
+        keep[starts + sizes - 1] += 1  # marks where the first vertex is inserted
+        index = np.repeat(np.arange(len(flat)), keep)
+        counts += 1
+        index[np.cumsum(counts) - 1] = starts
+    else:
+        index = np.flatnonzero(keep)
+    kept_flat = np.take(flat, index, axis=0)
+    ends = np.cumsum(counts).tolist()
+    return [kept_flat[e - c : e] for e, c in zip(ends, counts.tolist(), strict=True)], outline
+
+
 def annotation_metadata(annotation: Annotation) -> dict:
     """What the writer needs to save the layer back with the same header."""
     return {
@@ -104,11 +142,8 @@ def annotation_layers(annotation: Annotation, name: str | None = None) -> list[L
     use_compiled_triangulation()
     regions = annotation.regions
     labels = [r.label for r in regions]
-    data = [_display_vertices(r.coords) for r in regions]
-    n_vertices = sum(len(d) for d in data)
-    outline = n_vertices > OUTLINE_VERTICES
-    if outline:  # a closed outline: repeat the first vertex
-        data = [np.vstack([d, d[:1]]) for d in data]
+    # Above OUTLINE_VERTICES, closed outlines (their first vertex repeated) as "path" shapes.
+    data, outline = _display_data([r.coords for r in regions])
     colours = {label: palette.rgba(label) for label in set(labels)}
     edge = np.array([colours[label] for label in labels]).reshape(-1, 4)
     face = edge.copy()
