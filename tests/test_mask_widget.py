@@ -12,6 +12,7 @@ import pytest
 pytest.importorskip("napari")
 
 from napari_crystal import masks as core  # noqa: E402
+from napari_crystal import palette
 from napari_crystal.errors import Cancelled  # noqa: E402
 from napari_crystal.nedc import read_annotation  # noqa: E402
 from napari_crystal.widgets import mask_widget  # noqa: E402
@@ -21,7 +22,6 @@ from napari_crystal.widgets.mask_widget import (  # noqa: E402
     LABELS,
     PREVIEW,
     MaskWidget,
-    class_counts,
     latest_dataset,
 )
 
@@ -78,7 +78,7 @@ def test_layers_gallery_counts_selection_and_save(
 
     # counts table: one row per class present, then the total
     table = widget.counts.to_dict("list")
-    expected = class_counts([r.label for r in ann.regions])
+    expected = palette.count_by_class([r.label for r in ann.regions])
     assert table["class"] == [*expected, "total"]
     assert table["masks"] == [*expected.values(), len(ann.regions)]
 

@@ -81,3 +81,12 @@ def label_colormap(alpha: float = 0.5) -> dict[int | None, np.ndarray]:
         colors[i] = rgba(label, alpha)
     colors[UNKNOWN_INDEX] = rgba(UNKNOWN, alpha)
     return colors
+
+
+def count_by_class(labels) -> dict[str, int]:
+    """Patches per label in palette order (unknown labels last, alphabetically)."""
+    found, counts = np.unique(np.asarray(labels, dtype=str), return_counts=True)
+    table = dict(zip(found.tolist(), counts.tolist(), strict=True))
+    order = [lab for lab in LABELS if lab in table]
+    order += sorted(lab for lab in table if lab not in LABELS)
+    return {lab: int(table[lab]) for lab in order}

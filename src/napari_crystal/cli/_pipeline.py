@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from napari_crystal.cli._progress import StepBars, progress_bar
+from napari_crystal.palette import count_by_class
 
 SCHEDULER_HELP = (
     "dask scheduler: threads (default, all cores), processes, sync, or a dask.distributed "
@@ -107,20 +108,10 @@ def run_dataset(args: argparse.Namespace) -> int:
             progress=progress,
             scheduler=args.scheduler,
         )
-    counts = _counts(ds.labels)
+    counts = count_by_class(ds.labels)
     print(f"{args.out}: {len(ds)} patches, {args.size}x{args.size} {args.method} masks")
     print("  " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return 0
-
-
-def _counts(labels) -> dict[str, int]:
-    import numpy as np
-
-    from napari_crystal.evaluation import label_order
-
-    values, counts = np.unique(np.asarray(labels, dtype=str), return_counts=True)
-    found = dict(zip(values.tolist(), counts.tolist(), strict=True))
-    return {k: found[k] for k in label_order(found)}
 
 
 def run_train(args: argparse.Namespace) -> int:

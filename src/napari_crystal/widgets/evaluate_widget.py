@@ -30,8 +30,9 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt
 
 from napari_crystal.errors import CrystalError
+from napari_crystal.widgets._layers import layers_of, shapes_annotation, slide_path, slide_shape
 from napari_crystal.widgets._runner import Runner
-from napari_crystal.widgets.overlay import _layers_of, add_overlay_layers, slide_shape
+from napari_crystal.widgets.overlay import add_overlay_layers
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -205,10 +206,10 @@ class EvaluateWidget(Container):
             label="data", choices=[DATASET, SLIDE], value=DATASET, orientation="horizontal"
         )
         self.dataset = FileEdit(label="dataset", mode="d")
-        self.slide = ComboBox(label="slide", choices=lambda _w: _layers_of(viewer, "image"))
+        self.slide = ComboBox(label="slide", choices=lambda _w: layers_of(viewer, "image"))
         self.annotation_layer = ComboBox(
             label="annotation",
-            choices=lambda _w: [*_layers_of(viewer, "shapes"), (FRAMES, None)],
+            choices=lambda _w: [*layers_of(viewer, "shapes"), (FRAMES, None)],
         )
         self.patches = ComboBox(label="patches", choices=["regions", "frames"], value="regions")
         self.frame = SpinBox(label="frame (px)", value=250, min=8, max=10_000)
@@ -301,7 +302,6 @@ class EvaluateWidget(Container):
         return paths
 
     def _slide_inputs(self):
-        from napari_crystal.widgets.mask_widget import shapes_annotation, slide_path
 
         layer = self.slide.value
         if layer is None:

@@ -26,7 +26,6 @@ from magicgui.widgets import (
     ProgressBar,
     PushButton,
     SpinBox,
-    Table,
 )
 from napari.utils.notifications import show_error, show_info
 from psygnal import Signal
@@ -42,7 +41,9 @@ from napari_crystal.masks import (
     resize_mask,
     save_dataset,
 )
+from napari_crystal.widgets._layers import shapes_annotation, slide_path
 from napari_crystal.widgets._runner import Runner
+from napari_crystal.widgets._ui import count_table, job_row, wrapped
 
 if TYPE_CHECKING:
     import napari
@@ -81,47 +82,6 @@ def latest_dataset(viewer) -> tuple[Dataset | None, MaskWidget | None]:
 
 
 # --------------------------------------------------------------------------- layers -> core
-
-
-def slide_path(layer) -> Path:
-    """The slide file an Image layer was opened from (reader metadata, else napari's source)."""
-    meta = getattr(layer, "metadata", None) or {}
-    for key in ("slide_path", "path", "source", "slide"):
-        value = meta.get(key)
-        if isinstance(value, (str, Path)) and str(value):
-            return Path(value)
-    source = getattr(getattr(layer, "source", None), "path", None)
-    if source:
-        return Path(source)
-    raise DatasetError(
-        None,
-        f"image layer {layer.name!r} was not opened from a slide file: open the slide "
-        "(.svs/.tif) with napari-crystal, or use a corpus folder",
-    )
-
-
-def shapes_annotation(shapes, image=None):
-    """An ``nedc.Annotation`` of a Shapes layer, in the level-0 pixels of the ``image`` layer.
-
-    The layer's vertices are mapped through its and the image's scale/translate, then
-    converted by the writer's ``shapes_to_annotation`` (labels from the ``label`` feature);
-    its errors come back naming the layer.
-    """
-    from napari_crystal._writer import shapes_to_annotation
-    from napari_crystal.errors import AnnotationError
-
-    if len(shapes.data) == 0:
-        raise AnnotationError(None, f"Shapes layer {shapes.name!r} has no shapes")
-    scale = np.asarray(shapes.scale[-2:], dtype=float)
-    shift = np.asarray(shapes.translate[-2:], dtype=float)
-    if image is not None:  # shapes data -> world -> the image's level-0 pixels
-        shift = (shift - np.asarray(image.translate[-2:])) / np.asarray(image.scale[-2:])
-        scale = scale / np.asarray(image.scale[-2:])
-    data = [np.asarray(d, dtype=float)[:, -2:] * scale + shift for d in shapes.data]
-    try:
-        return shapes_to_annotation(data, shapes.features, shapes.metadata, shapes.shape_type)
-    except AnnotationError as exc:
-        raise AnnotationError(None, f"Shapes layer {shapes.name!r}: {exc.message}") from None
 
 
 # --------------------------------------------------------------------------- gallery
@@ -173,15 +133,6 @@ def _paint_border(grid: np.ndarray, layout: dict, i: int, colour) -> None:
     grid[r + pad : r + pad + tile, c + pad : c + pad + tile] = inner
 
 
-def class_counts(labels) -> dict[str, int]:
-    """Masks per class, in palette order (unknown labels last, alphabetically)."""
-    found, counts = np.unique(np.asarray(labels, dtype=str), return_counts=True)
-    table = dict(zip(found.tolist(), counts.tolist(), strict=True))
-    order = [lab for lab in palette.LABELS if lab in table]
-    order += sorted(lab for lab in table if lab not in palette.LABELS)
-    return {lab: int(table[lab]) for lab in order}
-
-
 def _build_from_layers(slide, annotation, method, size, channel, progress=None, cancel=None):
     """Worker job: the slide's dataset and its gallery."""
     dataset = dataset_for_slide(
@@ -204,27 +155,6 @@ def _save(dataset: Dataset, path, progress=None, cancel=None) -> Path:
 
 
 # --------------------------------------------------------------------------- widget
-
-
-def job_row(bar: ProgressBar, cancel: PushButton) -> Container:
-    """Progress bar and Cancel in one row: showing the bar then changes no column width, so
-    starting a job does not resize the dock (and with it the canvas, a full repaint)."""
-    return Container(widgets=[bar, cancel], layout="horizontal", labels=False, label="")
-
-
-def count_table(columns: dict) -> Table:
-    """A read-only per-class table, tall enough for every class, without row numbers."""
-    table = Table(value=columns)
-    table.read_only = True
-    table.min_height = 300
-    table.native.verticalHeader().setVisible(False)
-    return table
-
-
-def wrapped(label: Label) -> Label:
-    """A label that wraps long text (paths) instead of widening the dock."""
-    label.native.setWordWrap(True)
-    return label
 
 
 class MaskWidget(Container):
@@ -394,7 +324,7 @@ class MaskWidget(Container):
         self.dataset_ready.emit(dataset)
 
     def _show_counts(self, dataset: Dataset) -> None:
-        counts = class_counts(dataset.labels)
+        counts = palette.count_by_class(dataset.labels)
         self.counts.value = {
             "class": [*counts, "total"],
             "masks": [*counts.values(), len(dataset)],

@@ -27,6 +27,7 @@ from napari.utils.notifications import show_error, show_info
 from napari_crystal import palette
 from napari_crystal.errors import CrystalError
 from napari_crystal.predictions import PredictionMap, build_prediction_map
+from napari_crystal.widgets._layers import layers_of, shapes_annotation, slide_path, slide_shape
 from napari_crystal.widgets._runner import Runner
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -283,23 +284,6 @@ def add_prediction_overlay(
 # -------------------------------------------------------------------- layer-menu widget
 
 
-def _layers_of(viewer, kind: str) -> list[tuple[str, Any]]:
-    import napari.layers
-
-    cls = {"image": napari.layers.Image, "shapes": napari.layers.Shapes}[kind]
-    return [(layer.name, layer) for layer in viewer.layers if isinstance(layer, cls)]
-
-
-def slide_shape(layer) -> tuple[int, int]:
-    """Level-0 (rows, cols) of a slide Image layer (reader metadata, else its largest level)."""
-    meta = getattr(layer, "metadata", None) or {}
-    if meta.get("shape"):
-        return int(meta["shape"][0]), int(meta["shape"][1])
-    data = layer.data[0] if layer.multiscale else layer.data
-    shape = data.shape[:-1] if layer.rgb else data.shape
-    return int(shape[-2]), int(shape[-1])
-
-
 def overlay_job(
     model_path, dataset_path, slide_file, shape, annotation, progress=None, cancel=None
 ):
@@ -322,10 +306,10 @@ class PredictionOverlayWidget(Container):
         self.viewer = viewer
         self.model = FileEdit(label="model", mode="r", filter="*.skops")
         self.dataset = FileEdit(label="dataset", mode="d")
-        self.slide = ComboBox(label="slide", choices=lambda _w: _layers_of(viewer, "image"))
+        self.slide = ComboBox(label="slide", choices=lambda _w: layers_of(viewer, "image"))
         self.annotation_layer = ComboBox(
             label="annotation",
-            choices=lambda _w: [("(region boxes)", None), *_layers_of(viewer, "shapes")],
+            choices=lambda _w: [("(region boxes)", None), *layers_of(viewer, "shapes")],
         )
         self.build = PushButton(text="Build overlay")
         self.cancel = PushButton(text="Cancel")
@@ -349,7 +333,6 @@ class PredictionOverlayWidget(Container):
 
     def run(self, *_: Any):
         """Check the inputs, then build the overlay in a worker."""
-        from napari_crystal.widgets.mask_widget import shapes_annotation, slide_path
 
         try:
             if not str(self.model.value) or not Path(self.model.value).is_file():
