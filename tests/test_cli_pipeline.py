@@ -159,3 +159,21 @@ def test_experiment_on_tiny_corpus(tiny_corpus, tmp_path, capsys):
         "dataset train",
         "train with crystals",
     }
+
+
+def test_evaluate_with_dask_tasks_gives_the_same_report(built):
+    reports = {}
+    for scheduler in (None, "processes"):
+        out = built / f"report-{scheduler}"
+        args = [
+            "evaluate",
+            str(built / "merge.skops"),
+            str(built / "eval.zarr"),
+            "--out",
+            str(out),
+        ]
+        if scheduler:
+            args += ["--scheduler", scheduler]
+        assert main([*args, "--quiet"]) == 0
+        reports[scheduler] = json.loads((out / "report.json").read_text())["reports"][0]
+    assert reports[None]["confusion"] == reports["processes"]["confusion"]

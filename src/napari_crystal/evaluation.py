@@ -39,8 +39,14 @@ def predict_chunked(
     progress: Callable[[int, int], None] | None = None,
     cancel: threading.Event | None = None,
     n_jobs: int | None = None,
+    scheduler: Any = None,
+    source: str | os.PathLike | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Predict packed masks chunk by chunk so memory stays flat in the number of patches.
+
+    With ``scheduler`` (see `parallel.run_tasks`: "threads", "processes", "sync", a
+    dask.distributed address or ``Client``) the chunks are dask tasks; a ``source`` dataset
+    path lets each task read its own rows (workers must see the file). Same results either way.
 
     Only one chunk is unpacked (uint8) and converted (into a reused float32 buffer) at a
     time; scikit-learn would otherwise build the whole float32 matrix (12 GB for 46,666
@@ -80,6 +86,10 @@ def predict_chunked(
     n = int(shape[0])
     nfeat = model.size * model.size
     classes = np.asarray(model.classes, dtype=str)
+    if scheduler is not None:
+        proba = _predict_tasks(model, packed, n, chunk, progress, cancel, scheduler, source)
+        pred = classes[np.argmax(proba, axis=1)] if n else np.empty(0, dtype=classes.dtype)
+        return pred, proba
     proba = np.empty((n, len(classes)), dtype=np.float32)
     buf = np.empty((min(chunk, n), nfeat), dtype=np.float32)
     if progress is not None:
@@ -97,6 +107,43 @@ def predict_chunked(
                 progress(start + m, n)
     pred = classes[np.argmax(proba, axis=1)] if n else np.empty(0, dtype=classes.dtype)
     return pred, proba
+
+
+def _predict_block(estimator: Any, rows: Any, start: int, stop: int, size: int) -> np.ndarray:
+    """Dask task: class probabilities (float32) of packed rows ``start:stop``.
+
+    ``rows`` is the packed block itself or a dataset path the task reads its rows from.
+    """
+    if isinstance(rows, str):
+        from napari_crystal.masks import load_dataset
+
+        rows = load_dataset(rows).packed[start:stop]
+    x = np.unpackbits(np.asarray(rows, dtype=np.uint8), axis=1, count=size * size)
+    return estimator.predict_proba(x.astype(np.float32)).astype(np.float32)
+
+
+def _predict_tasks(model, packed, n, chunk, progress, cancel, scheduler, source) -> np.ndarray:
+    """`predict_chunked` as one dask task per chunk (`parallel.run_tasks`)."""
+    from napari_crystal.parallel import run_tasks
+
+    bounds = [(start, min(start + chunk, n)) for start in range(0, n, chunk)]
+    calls = [
+        (model.estimator, str(source) if source is not None else packed[a:b], a, b, model.size)
+        for a, b in bounds
+    ]
+    done = [0]
+
+    def on_done(i: int) -> None:
+        done[0] += bounds[i][1] - bounds[i][0]
+        if progress is not None:
+            progress(done[0], n)
+
+    if progress is not None:
+        progress(0, n)
+    blocks = run_tasks(_predict_block, calls, scheduler, on_done, cancel)
+    if not blocks:
+        return np.empty((0, len(model.classes)), dtype=np.float32)
+    return np.concatenate(blocks, axis=0)
 
 
 def model_truth(model: Model, labels: Sequence[str]) -> np.ndarray:

@@ -30,6 +30,7 @@ from napari_crystal.evaluation import (
     write_report_markdown,
 )
 from napari_crystal.masks import Dataset, build_dataset
+from napari_crystal.parallel import scheduler_kind
 from napari_crystal.training import (
     Model,
     check_compatible,
@@ -109,13 +110,19 @@ def evaluate_model(
     progress: Progress = None,
     cancel: threading.Event | None = None,
     n_jobs: int | None = None,
+    scheduler: Any = None,
 ) -> Evaluation:
-    """Check the model fits the dataset, predict in chunks, and report against the truth."""
+    """Check the model fits the dataset, predict in chunks, and report against the truth.
+
+    ``scheduler`` runs the chunks as dask tasks (a saved dataset is read by the tasks
+    themselves); None predicts here with ``n_jobs`` threads.
+    """
     where = (dataset.meta or {}).get("path")
     check_compatible(model, size=dataset.size, method=dataset.method, path=where)
     pred, proba = predict_chunked(
-        model, dataset.packed, chunk=chunk, progress=progress, cancel=cancel, n_jobs=n_jobs
-    )
+        model, dataset.packed, chunk=chunk, progress=progress, cancel=cancel, n_jobs=n_jobs,
+        scheduler=scheduler, source=None if isinstance(dataset.packed, np.ndarray) else where,
+    )  # fmt: skip
     truth = model_truth(model, dataset.labels)
     report = evaluate(truth, pred, model.classes, name=name, test_set=test_set)
     return Evaluation(report, pred, proba, truth)
@@ -201,6 +208,9 @@ def run_experiment(
 ) -> ExperimentResult:
     """Datasets for train and eval, models with and without crystals, evaluation, comparison.
 
+    ``scheduler`` (see `parallel.run_tasks`) runs dataset building and, unless it is local
+    threads (where the forest's own threads serve better), prediction as dask tasks.
+
     Everything lands in ``out``: ``datasets/`` (reused on a rerun when inputs are unchanged),
     ``models/``, ``report.md``/``report.json`` laid out like the study's tables, confusion
     PNGs and ``timings.json`` with the wall time of each step.
@@ -269,6 +279,7 @@ def run_experiment(
                 test_set=test_name,
                 chunk=chunk,
                 n_jobs=n_jobs,
+                scheduler=None if scheduler_kind(scheduler) == "threads" else scheduler,
             )  # fmt: skip
             for name, model in models.items()
         }

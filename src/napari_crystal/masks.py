@@ -24,6 +24,7 @@ import numpy as np
 
 from napari_crystal import __version__
 from napari_crystal.errors import Cancelled, DatasetError
+from napari_crystal.parallel import run_tasks, scheduler_kind
 from napari_crystal.patches import COLUMNS, LEVEL_RULE, STRING_COLUMNS, Patch, PatchTable
 from napari_crystal.patches import region_patches as _region_patches
 
@@ -519,63 +520,6 @@ def _part_done(path: Path, key: str) -> bool:
         return False
 
 
-def _scheduler_kind(scheduler) -> str:
-    if scheduler is None or scheduler in ("threads", "threading"):
-        return "threads"
-    if scheduler in ("processes", "multiprocessing"):
-        return "processes"
-    if scheduler in ("sync", "synchronous", "single-threaded"):
-        return "sync"
-    if isinstance(scheduler, str) and ("://" in scheduler or ":" in scheduler):
-        return "distributed"
-    if hasattr(scheduler, "submit") and hasattr(scheduler, "gather"):
-        return "client"
-    raise ValueError(
-        f"unknown scheduler {scheduler!r}: use threads, processes, sync or a dask.distributed "
-        "address such as tcp://host:8786"
-    )
-
-
-def _run_tasks(calls: list[tuple], scheduler, on_done, cancel) -> None:
-    """Run ``_build_part(*call)`` for each call with dask; ``on_done(i)`` as each finishes."""
-    kind = _scheduler_kind(scheduler)
-    if kind in ("distributed", "client"):
-        from distributed import Client, as_completed
-
-        client = Client(scheduler) if kind == "distributed" else scheduler
-        try:
-            futures = [client.submit(_build_part, *c, pure=False) for c in calls]
-            index = {f.key: i for i, f in enumerate(futures)}
-            for fut in as_completed(futures):
-                fut.result()
-                on_done(index[fut.key])
-                if cancel is not None and cancel.is_set():
-                    client.cancel(futures)
-                    raise Cancelled()
-        finally:
-            if kind == "distributed":
-                client.close()
-        return
-    import dask
-    from dask.callbacks import Callback
-
-    tasks = [dask.delayed(_build_part, pure=False)(*c) for c in calls]
-    index = {t.key: i for i, t in enumerate(tasks)}
-
-    class _Done(Callback):
-        def _posttask(self, key, result, dsk, state, worker_id):
-            if key in index:
-                on_done(index[key])
-            if cancel is not None and cancel.is_set():
-                raise Cancelled()
-
-    options: dict[str, Any] = {"scheduler": kind}
-    if kind == "threads":
-        options["num_workers"] = os.cpu_count() or 1
-    with _Done():
-        dask.compute(*tasks, **options)
-
-
 def build_dataset(
     corpus,
     split: str | None,
@@ -598,7 +542,7 @@ def build_dataset(
     method, size, channel, format) returns the saved dataset without work.
     """
     _check_format(method, size, channel)
-    kind = _scheduler_kind(scheduler)
+    kind = scheduler_kind(scheduler)
     corpus = Path(corpus)
     folder = corpus / split if split else corpus
     out = Path(out)
@@ -652,7 +596,7 @@ def build_dataset(
             progress(done_count, total)
 
     if run:
-        _run_tasks(run, scheduler, on_done, cancel)
+        run_tasks(_build_part, run, scheduler, on_done, cancel)
 
     def blocks() -> Iterator[np.ndarray]:
         for p in parts:

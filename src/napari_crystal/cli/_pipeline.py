@@ -68,6 +68,7 @@ def register(subparsers) -> None:
     p.add_argument("dataset", type=Path, metavar="DATASET")
     p.add_argument("--out", type=Path, required=True, metavar="REPORT_DIR")
     p.add_argument("--jobs", type=int, default=-1, help="threads for prediction (default all)")
+    p.add_argument("--scheduler", default=None, help="predict as dask tasks: " + SCHEDULER_HELP)
     _common(p)
     p.set_defaults(func=run_evaluate)
 
@@ -78,6 +79,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", type=Path, required=True, metavar="REPORT_DIR")
     p.add_argument("--level", type=float, default=0.95, help="confidence level (default 0.95)")
     p.add_argument("--jobs", type=int, default=-1, help="threads for prediction (default all)")
+    p.add_argument("--scheduler", default=None, help="predict as dask tasks: " + SCHEDULER_HELP)
     _common(p)
     p.set_defaults(func=run_compare)
 
@@ -140,7 +142,13 @@ def _evaluate(model_path: Path, ds, args, name: str):
     model = load_model(model_path)
     with progress_bar(f"predict {name}", "patch", args.quiet) as progress:
         return evaluate_model(
-            model, ds, name=name, test_set=args.dataset.stem, progress=progress, n_jobs=args.jobs
+            model,
+            ds,
+            name=name,
+            test_set=args.dataset.stem,
+            progress=progress,
+            n_jobs=args.jobs,
+            scheduler=args.scheduler,
         )
 
 
