@@ -178,6 +178,9 @@ def annotation_layers(annotation: Annotation, name: str | None = None) -> list[L
         "metadata": metadata,
         "blending": "translucent",
     }
+    if not regions:  # napari rejects empty colour arrays; new shapes get the unknown colour
+        shapes_kwargs["face_color"] = palette.rgba(palette.UNKNOWN, FACE_ALPHA)
+        shapes_kwargs["edge_color"] = palette.rgba(palette.UNKNOWN)
     raster, downsample = rasterize_annotation(annotation, shape=shape)
     scale, translate = raster_transform(downsample)
     labels_kwargs = {

@@ -80,7 +80,7 @@ def annotation_for(path: Path, shape: tuple[int, int] | None = None) -> list:
         )
     from napari_crystal._reader import annotation_layers
 
-    return list(annotation_layers(ann, name=path.stem))
+    return list(annotation_layers(ann, name=f"{path.stem} annotation"))
 
 
 def read_slide(path) -> list:
