@@ -21,13 +21,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     names = args.names or sorted(p.stem[len("bench_") :] for p in HERE.glob("bench_*.py"))
     figures: list[Figure] = []
+    display = _virtual_display()
 
     def record(benchmark, project, baseline, ratio, target, met, **extra):
         fig = Figure(benchmark, project, baseline, ratio, target, met, extra)
         figures.append(fig)
         ratio_s = "" if ratio is None else f"  ratio {ratio:.2f}x"
         met_s = "" if met is None else ("  MET" if met else "  NOT MET")
-        print(f"{benchmark}: {project} vs {baseline}{ratio_s}  (target {target}){met_s}", flush=True)
+        print(
+            f"{benchmark}: {project} vs {baseline}{ratio_s}  (target {target}){met_s}", flush=True
+        )
 
     for name in names:
         module = importlib.import_module(f"benchmarks.bench_{name}")
@@ -36,7 +39,24 @@ def main(argv: list[str] | None = None) -> int:
         module.run(record, quick=args.quick)
         print(f"   ({time.perf_counter() - start:.1f} s)", flush=True)
     write_results(figures, machine())
+    if display is not None:
+        display.stop()
     return 0
+
+
+def _virtual_display():
+    """One Xvfb for the whole run when there is no screen: Qt keeps its first display, so the
+    viewer benchmarks must not each start and stop their own."""
+    import os
+    import shutil
+
+    if os.environ.get("DISPLAY") or shutil.which("Xvfb") is None:
+        return None
+    from pyvirtualdisplay import Display
+
+    display = Display(visible=False, size=(1600, 1200))
+    display.start()
+    return display
 
 
 if __name__ == "__main__":
