@@ -93,5 +93,7 @@ def write_results(figures: list[Figure], info: dict) -> None:
     for f in figures:
         ratio = "" if f.ratio is None else f"{f.ratio:.2f}x"
         met = "" if f.met is None else ("yes" if f.met else "no")
-        lines.append(f"| {f.benchmark} | {f.project} | {f.baseline} | {ratio} | {f.target} | {met} |")
+        lines.append(
+            f"| {f.benchmark} | {f.project} | {f.baseline} | {ratio} | {f.target} | {met} |"
+        )
     TABLE.write_text("\n".join(lines) + "\n")
