@@ -47,16 +47,11 @@ def main(argv: list[str] | None = None) -> int:
 def _virtual_display():
     """One Xvfb for the whole run when there is no screen: Qt keeps its first display, so the
     viewer benchmarks must not each start and stop their own."""
-    import os
     import shutil
 
-    if os.environ.get("DISPLAY") or shutil.which("Xvfb") is None:
-        return None
-    from pyvirtualdisplay import Display
+    from napari_crystal._screen import start_screen
 
-    display = Display(visible=False, size=(1600, 1200))
-    display.start()
-    return display
+    return start_screen((1600, 1200)) if shutil.which("Xvfb") else None
 
 
 if __name__ == "__main__":

@@ -10,12 +10,12 @@ the time until the canvas has been rendered (``viewer.screenshot`` forces the re
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 
 import numpy as np
 
 from napari_crystal import palette
+from napari_crystal._screen import start_screen
 
 # Build + first draw at least this many times faster than the shapes, and under TARGET_SECONDS.
 # The overlay's time is mostly napari's fixed cost of adding three layers (about 0.2-0.7 s each
@@ -26,18 +26,13 @@ TARGET_SECONDS = 3.0
 
 @contextlib.contextmanager
 def display(size=(1400, 900)):
-    """An X display: the current one, or Xvfb through pyvirtualdisplay."""
-    if os.environ.get("DISPLAY"):
-        yield
-        return
-    from pyvirtualdisplay import Display
-
-    disp = Display(visible=False, size=size)
-    disp.start()
+    """An X display: the current one, or Xvfb for the block."""
+    screen = start_screen(size)
     try:
         yield
     finally:
-        disp.stop()
+        if screen is not None:
+            screen.stop()
 
 
 def patches(n_rows: int, n_cols: int, seed: int = 0):

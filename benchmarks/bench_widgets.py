@@ -12,13 +12,13 @@ pyvirtualdisplay when DISPLAY is unset.
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from napari_crystal._screen import start_screen
 from napari_crystal.masks import Dataset, save_dataset
 from napari_crystal.patches import PatchTable
 from napari_crystal.synthetic import PRESETS
@@ -79,16 +79,6 @@ class _Ticks:
     def max_gap(self, end: float) -> float:
         stamps = np.array([*self.stamps, end])
         return float(np.diff(stamps).max())
-
-
-def _display():
-    if os.environ.get("DISPLAY"):
-        return None
-    from pyvirtualdisplay import Display
-
-    display = Display(visible=False, size=(1400, 900))
-    display.start()
-    return display
 
 
 def _paint_only(seconds: float, progress=None, cancel=None) -> None:
@@ -170,7 +160,7 @@ def _measure(path: Path, out: Path, trees: int) -> dict:
 def run(record, quick: bool = False) -> None:
     """Record the longest event-loop stall during a training run in the Train widget."""
     scale, size, trees = (0.25, 128, 30) if quick else (1.0, 256, 100)
-    display = _display()
+    display = start_screen((1400, 900))
     try:
         with tempfile.TemporaryDirectory(prefix="bench-widgets-") as tmp:
             dataset = study_dataset(scale, size)

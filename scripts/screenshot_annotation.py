@@ -8,25 +8,16 @@ display) and saves docs/annotation-in-napari.png.
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from napari_crystal._screen import start_screen
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "annotation-in-napari.png"
-
-
-def _display():
-    if os.environ.get("DISPLAY"):
-        return None
-    from pyvirtualdisplay import Display
-
-    display = Display(visible=False, size=(1600, 1000))
-    display.start()
-    return display
 
 
 def example_annotation(path: Path) -> Path:
@@ -50,7 +41,7 @@ def example_annotation(path: Path) -> Path:
 
 
 def main() -> int:
-    display = _display()
+    display = start_screen((1600, 1000))
     try:
         import napari
         from qtpy.QtWidgets import QApplication

@@ -8,7 +8,6 @@ docs/evaluate-widget.png and docs/prediction-overlay.png.
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 import time
@@ -16,20 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_crystal._screen import start_screen
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 SIZE = 32  # mask side: small, so the script runs in about a minute
 TREES = 50
-
-
-def _display():
-    if os.environ.get("DISPLAY"):
-        return None
-    from pyvirtualdisplay import Display
-
-    display = Display(visible=False, size=(1700, 1100))
-    display.start()
-    return display
 
 
 def _settle(seconds: float = 0.3) -> None:
@@ -78,7 +69,7 @@ def _shot(viewer, path: Path) -> None:
 
 def main() -> int:
     """Make both screenshots; returns the exit status."""
-    display = _display()
+    display = start_screen((1700, 1100))
     try:
         import napari
 

@@ -6,23 +6,14 @@ when there is no display) and saves docs/synthetic-slide.png and docs/real-svs.p
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
+
+from napari_crystal._screen import start_screen
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 REAL_SVS = ROOT.parent / "shared" / "data" / "slides" / "CMU-1-small-region.svs"
-
-
-def _display():
-    if os.environ.get("DISPLAY"):
-        return None
-    from pyvirtualdisplay import Display
-
-    display = Display(visible=False, size=(1600, 1000))
-    display.start()
-    return display
 
 
 def _shot(viewer, path: Path, center=None, zoom=None) -> None:
@@ -41,7 +32,7 @@ def _shot(viewer, path: Path, center=None, zoom=None) -> None:
 
 
 def main() -> int:
-    display = _display()
+    display = start_screen((1600, 1000))
     try:
         import napari
 

@@ -7,26 +7,17 @@ study's forest on those masks, and writes docs/mask-widget.png and docs/train-wi
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from napari_crystal._screen import start_screen
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 WINDOW = (1700, 1000)
-
-
-def _display():
-    if os.environ.get("DISPLAY"):
-        return None
-    from pyvirtualdisplay import Display
-
-    display = Display(visible=False, size=(WINDOW[0] + 100, WINDOW[1] + 100))
-    display.start()
-    return display
 
 
 def _settle(seconds: float = 0.5) -> None:
@@ -73,7 +64,7 @@ def _frame(viewer, image, gallery, patch, row: int) -> None:
 
 def main() -> int:
     """Make both screenshots; returns the exit status."""
-    display = _display()
+    display = start_screen((WINDOW[0] + 100, WINDOW[1] + 100))
     try:
         import napari
         import napari.layers

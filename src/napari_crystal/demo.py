@@ -70,14 +70,11 @@ def overview_png(slide_path: Path, out: Path, max_side: int = 1600) -> Path:
 
 def napari_screenshot(slide_path: Path, out: Path) -> Path | None:
     """A napari screenshot of the slide opened through the plugin; None when no screen works."""
-    display = None
-    if not os.environ.get("DISPLAY"):
-        if shutil.which("Xvfb") is None:
-            return None
-        from pyvirtualdisplay import Display
+    if not os.environ.get("DISPLAY") and shutil.which("Xvfb") is None:
+        return None
+    from napari_crystal._screen import start_screen
 
-        display = Display(visible=False, size=(1400, 1000))
-        display.start()
+    display = start_screen((1400, 1000))
     try:
         import napari
 
