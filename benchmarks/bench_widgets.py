@@ -20,7 +20,6 @@ import numpy as np
 
 from napari_crystal._screen import start_screen
 from napari_crystal.masks import Dataset, save_dataset
-from napari_crystal.patches import PatchTable
 from napari_crystal.synthetic import PRESETS
 
 TARGET_S = 0.1
@@ -47,13 +46,7 @@ def study_dataset(scale: float = 1.0, size: int = 256, seed: int = 42) -> Datase
         fine = np.repeat(np.repeat(coarse, block, axis=1), block, axis=2)
         masks = fine < np.array([density[x] for x in lab])[:, None, None]
         packed[start : start + len(lab)] = np.packbits(masks.reshape(len(lab), -1), axis=1)
-    zeros = np.zeros(n, dtype=np.int64)
-    table = PatchTable(
-        slide=np.full(n, "random"), region_id=np.arange(n), label=labels, top=zeros,
-        left=zeros, height=zeros + size, width=zeros + size, level=zeros,
-        kind=np.full(n, "region"), index=np.arange(n),
-    )  # fmt: skip
-    return Dataset(table, packed, size, "threshold", {"channel": "grey"})
+    return Dataset.from_packed(packed, labels, size, slide="random")
 
 
 class _Ticks:

@@ -9,7 +9,6 @@ from napari_crystal.errors import Cancelled
 from napari_crystal.evaluation import predict_chunked
 from napari_crystal.masks import Dataset, load_dataset, save_dataset
 from napari_crystal.parallel import run_tasks, scheduler_kind
-from napari_crystal.patches import PatchTable
 from napari_crystal.training import train_model
 
 SIZE = 16
@@ -23,16 +22,8 @@ def model_and_data(tmp_path_factory):
     masks = rng.random((n, SIZE * SIZE)) < np.where(labels == "bckg", 0.2, 0.6)[:, None]
     packed = np.packbits(masks, axis=1)
     model = train_model(packed, labels, SIZE, params={"n_estimators": 6})
-    table = PatchTable.from_columns(
-        {
-            "slide": np.array(["s.svs"] * n), "region_id": np.arange(n), "label": labels,
-            "top": np.zeros(n, int), "left": np.zeros(n, int), "height": np.full(n, 8),
-            "width": np.full(n, 8), "level": np.zeros(n, int), "kind": np.array(["region"] * n),
-            "index": np.arange(n),
-        }
-    )  # fmt: skip
     path = tmp_path_factory.mktemp("parallel") / "d.zarr"
-    save_dataset(Dataset(table, packed, SIZE, "threshold"), path)
+    save_dataset(Dataset.from_packed(packed, labels, SIZE, slide="s.svs"), path)
     return model, packed, path
 
 

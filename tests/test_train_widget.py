@@ -15,7 +15,6 @@ from qtpy.QtCore import QTimer  # noqa: E402
 from napari_crystal.errors import Cancelled, DatasetError  # noqa: E402
 from napari_crystal.experiment import train_on_dataset  # noqa: E402
 from napari_crystal.masks import Dataset, build_dataset, load_dataset, save_dataset  # noqa: E402
-from napari_crystal.patches import PatchTable  # noqa: E402
 from napari_crystal.training import DEFAULT_PARAMS, load_model  # noqa: E402
 from napari_crystal.widgets.mask_widget import MaskWidget, latest_dataset  # noqa: E402
 from napari_crystal.widgets.train_widget import FROM_FILE, FROM_MASKS, TrainWidget  # noqa: E402
@@ -42,13 +41,7 @@ def random_dataset(n: int, size: int, seed: int = 0) -> Dataset:
         np.kron(coarse, np.ones((8, 8))) < np.array([density[x] for x in labels])[:, None, None]
     )
     packed = np.packbits(masks.reshape(n, -1), axis=1)
-    zeros = np.zeros(n, dtype=np.int64)
-    table = PatchTable(
-        slide=np.full(n, "random"), region_id=np.arange(n), label=labels, top=zeros,
-        left=zeros, height=zeros + size, width=zeros + size, level=zeros,
-        kind=np.full(n, "region"), index=np.arange(n),
-    )  # fmt: skip
-    return Dataset(table, packed, size, "threshold", {"channel": "grey"})
+    return Dataset.from_packed(packed, labels, size, slide="random")
 
 
 def docked(viewer) -> TrainWidget:

@@ -205,6 +205,20 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.table)
 
+    @classmethod
+    def from_packed(
+        cls, packed: np.ndarray, labels, size: int, method: str = "threshold", slide: str = ""
+    ) -> Dataset:
+        """A dataset of masks made elsewhere: packed rows and their labels, no slide boxes."""
+        n = len(packed)
+        zeros = np.zeros(n, dtype=np.int64)
+        table = PatchTable(
+            slide=np.full(n, slide), region_id=np.arange(n), label=np.asarray(labels, dtype=str),
+            top=zeros, left=zeros, height=zeros + size, width=zeros + size, level=zeros,
+            kind=np.full(n, "region"), index=np.arange(n),
+        )  # fmt: skip
+        return cls(table, packed, int(size), method, {"channel": "grey"})
+
     @property
     def labels(self) -> np.ndarray:
         """Label string per patch."""
