@@ -53,18 +53,21 @@ def blank_annotation_layer(slide: Slide) -> tuple:
 
     rows, cols = slide.shape
     blank = Annotation([], slide.mpp, int(cols), int(rows), slide.path.stem, "breast")
-    data, meta, kind = annotation_layers(blank, name=f"{slide.path.stem} annotation")[-1]
-    return (data, meta, kind)
+    return annotation_layers(blank, name=f"{slide.path.stem} annotation")[-1]
 
 
-def annotation_for(path: Path, shape: tuple[int, int] | None = None) -> list:
-    """Annotation layers of the NEDC file beside ``path``; a broken one warns and gives none."""
+def annotation_for(slide: Slide) -> list:
+    """Annotation layers of the NEDC file beside the slide; a broken one warns and gives none.
+
+    A slide with no annotation beside it gets an empty annotation Shapes layer to draw on.
+    """
     from napari_crystal.errors import CrystalError
-    from napari_crystal.nedc import find_annotation, read_annotation
+    from napari_crystal.nedc import read_annotation
 
+    path, shape = slide.path, slide.shape
     ann_path = find_annotation(path)
     if ann_path is None:
-        return []
+        return [blank_annotation_layer(slide)]
     try:
         ann = read_annotation(ann_path)
     except (CrystalError, OSError, ValueError) as exc:
@@ -72,7 +75,7 @@ def annotation_for(path: Path, shape: tuple[int, int] | None = None) -> list:
             f"{ann_path}: annotation not loaded, slide opened without it: {exc}", stacklevel=2
         )
         return []
-    if shape is not None and ann.width and ann.height and (ann.height, ann.width) != tuple(shape):
+    if ann.width and ann.height and (ann.height, ann.width) != tuple(shape):
         warnings.warn(
             f"{ann_path}: annotation is for a {ann.width} x {ann.height} slide, "
             f"{path.name} is {shape[1]} x {shape[0]}; shown at level-0 pixels anyway",
@@ -84,13 +87,8 @@ def annotation_for(path: Path, shape: tuple[int, int] | None = None) -> list:
 
 
 def read_slide(path) -> list:
-    """Layers of a slide file: the image, then its annotation layers when a file lies beside it.
-
-    A slide with no annotation beside it gets an empty annotation Shapes layer to draw on.
-    """
+    """Layers of a slide file: the image, then the annotation layers of the file beside it."""
     if isinstance(path, (list, tuple)):
         path = path[0]
     slide = open_slide(path)
-    if find_annotation(slide.path) is None:
-        return [slide_layer(slide), blank_annotation_layer(slide)]
-    return [slide_layer(slide), *annotation_for(slide.path, slide.shape)]
+    return [slide_layer(slide), *annotation_for(slide)]
