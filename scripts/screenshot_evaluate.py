@@ -10,38 +10,16 @@ from __future__ import annotations
 
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-from napari_crystal._screen import start_screen
+from napari_crystal._screen import save_screenshot, settle, start_screen, wait_for_job
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 SIZE = 32  # mask side: small, so the script runs in about a minute
 TREES = 50
-
-
-def _settle(seconds: float = 0.3) -> None:
-    from qtpy.QtWidgets import QApplication
-
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        QApplication.processEvents()
-        time.sleep(0.02)
-
-
-def _wait(widget, timeout: float = 600) -> None:
-    from qtpy.QtWidgets import QApplication
-
-    end = time.monotonic() + timeout
-    while widget.runner.busy:
-        if time.monotonic() > end:
-            raise TimeoutError("the widget's job did not finish")
-        QApplication.processEvents()
-        time.sleep(0.02)
-    _settle()
 
 
 def models(work: Path) -> tuple[Path, Path, Path]:
@@ -59,12 +37,6 @@ def models(work: Path) -> tuple[Path, Path, Path]:
         model = train_on_dataset(train, crystals=crystals, params={"n_estimators": TREES})
         paths.append(save_model(model, work / f"{name}.skops"))
     return paths[0], paths[1], work / "eval.zarr"
-
-
-def _shot(viewer, path: Path) -> None:
-    _settle(0.5)
-    viewer.screenshot(str(path), canvas_only=False, flash=False)
-    print(f"wrote {path.relative_to(ROOT)}")
 
 
 def main() -> int:
@@ -92,27 +64,27 @@ def main() -> int:
             widget.model_b.value = model_b
             widget.dataset.value = dataset
             widget.run()
-            _wait(widget)
+            wait_for_job(widget)
             if widget.result is None:
                 raise RuntimeError("evaluation failed (see the notifications)")
             dock.setMinimumWidth(560)
-            _shot(viewer, DOCS / "evaluate-widget.png")
+            save_screenshot(viewer, DOCS / "evaluate-widget.png", 0.5)
 
             # the open slide, one model, then its overlay
             widget.model_b.value = None
             widget.source.value = SLIDE
             widget.slide.value, widget.annotation_layer.value = image, shapes
             widget.run()
-            _wait(widget)
+            wait_for_job(widget)
             widget.build_overlay()
-            _wait(widget)
+            wait_for_job(widget)
             overlay = widget.overlay
             if overlay is None:
                 raise RuntimeError("overlay failed (see the notifications)")
             viewer.window.remove_dock_widget(dock)
-            _settle()
+            settle()
             viewer.window._qt_window.resize(1650, 1000)
-            _settle()
+            settle()
             overlay_dock = viewer.window._qt_window.findChildren(type(dock))
             for d in overlay_dock:
                 d.setMaximumWidth(420)
@@ -136,7 +108,7 @@ def main() -> int:
             pos = ((r + 0.5) * pmap.raster.scale, (c + 0.5) * pmap.raster.scale)
             viewer.cursor.position = pos
             overlay._on_mouse_move(viewer, None)
-            _shot(viewer, DOCS / "prediction-overlay.png")
+            save_screenshot(viewer, DOCS / "prediction-overlay.png", 0.5)
             viewer.close()
     finally:
         if display is not None:

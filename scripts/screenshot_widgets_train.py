@@ -8,42 +8,15 @@ study's forest on those masks, and writes docs/mask-widget.png and docs/train-wi
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
-from napari_crystal._screen import start_screen
+from napari_crystal._screen import save_screenshot, start_screen, wait_for_job
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 WINDOW = (1700, 1000)
-
-
-def _settle(seconds: float = 0.5) -> None:
-    from qtpy.QtWidgets import QApplication
-
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        QApplication.processEvents()
-        time.sleep(0.01)
-
-
-def _wait(widget, timeout: float = 600) -> None:
-    """Process events until the widget's job is over; raise its error if it failed."""
-    end = time.monotonic() + timeout
-    while widget.runner.busy:
-        if time.monotonic() > end:
-            raise TimeoutError("the widget's job did not finish")
-        _settle(0.05)
-    if widget.runner.last_error is not None:
-        raise widget.runner.last_error
-
-
-def _shot(viewer, path: Path) -> None:
-    _settle(1.0)
-    viewer.screenshot(str(path), canvas_only=False, flash=False)
-    print(f"wrote {path.relative_to(ROOT)}")
 
 
 def _frame(viewer, image, gallery, patch, row: int) -> None:
@@ -88,23 +61,23 @@ def main() -> int:
         masks_dock = viewer.window.add_dock_widget(masks, name="Generate masks", area="right")
         masks.image.value, masks.shapes.value = image, shapes
         masks.run()
-        _wait(masks)
+        wait_for_job(masks)
         table = masks.dataset.table
         crystal = np.flatnonzero(table.label == "cidc")
         row = int(crystal[np.argmax(table.left[crystal])])  # the one nearest the gallery
         shapes.selected_data = {int(table.index[row])}
         viewer.layers.selection.active = shapes
         _frame(viewer, image, viewer.layers[GALLERY], table[row], row)
-        _shot(viewer, DOCS / "mask-widget.png")
+        save_screenshot(viewer, DOCS / "mask-widget.png", 1.0)
 
         train = TrainWidget(viewer)
         viewer.window.remove_dock_widget(masks_dock)
         viewer.window.add_dock_widget(train, name="Train classifier", area="right")
         train.out.value = svs.with_name("sample-forest.skops")  # beside the cached sample
         train.run()
-        _wait(train)
+        wait_for_job(train)
         viewer.reset_view()
-        _shot(viewer, DOCS / "train-widget.png")
+        save_screenshot(viewer, DOCS / "train-widget.png", 1.0)
         viewer.close()
         return 0
     finally:

@@ -25,3 +25,36 @@ def start_screen(size: tuple[int, int] = (1600, 1000)):
     display = Display(visible=False, size=size)
     display.start()
     return display
+
+
+def settle(seconds: float = 0.3) -> None:
+    """Let Qt process events for ``seconds``, so layers and docks are drawn before a shot."""
+    import time
+
+    from qtpy.QtWidgets import QApplication
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        QApplication.processEvents()
+        time.sleep(0.01)
+
+
+def wait_for_job(widget, timeout: float = 600) -> None:
+    """Process events until the widget's `Runner` job is over; raise the job's error if any."""
+    import time
+
+    end = time.monotonic() + timeout
+    while widget.runner.busy:
+        if time.monotonic() > end:
+            raise TimeoutError("the widget's job did not finish")
+        settle(0.05)
+    if widget.runner.last_error is not None:
+        raise widget.runner.last_error
+    settle()
+
+
+def save_screenshot(viewer, path, settle_seconds: float = 0.5) -> None:
+    """A screenshot of the whole window (widgets included) once it has been drawn."""
+    settle(settle_seconds)
+    viewer.screenshot(str(path), canvas_only=False, flash=False)
+    print(f"wrote {path}")
