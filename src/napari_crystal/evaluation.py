@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 
 from napari_crystal import palette
+from napari_crystal._atomic import atomic_path
 from napari_crystal.errors import Cancelled, ModelError
-from napari_crystal.training import Model, atomic_path, packed_width, truth_labels
+from napari_crystal.training import Model, packed_width, truth_labels
 
 #: Classes the study reports per-class accuracy for.
 STUDY_CLASSES = ("indc", "dcis", "nneo")

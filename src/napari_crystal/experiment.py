@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_crystal._atomic import atomic_write
 from napari_crystal.errors import DatasetError
 from napari_crystal.evaluation import (
     Comparison,
@@ -295,13 +296,11 @@ def run_experiment(
         "method": method,
         "size": size,
         "train_patches": len(train),
-        "train_class_counts": {k: v for k, v in models[WITH].class_counts.items()},
+        "train_class_counts": dict(models[WITH].class_counts),
         "test_patches": {name: len(ds) for name, ds in tests.items()},
         "timings_s": timings,
     }
     files = write_reports(out, reports, comparisons, title="Crystal experiment", meta=meta)
-    tmp = out / "timings.json.tmp"
-    tmp.write_text(json.dumps(timings, indent=1) + "\n")
-    os.replace(tmp, out / "timings.json")
     files["timings"] = out / "timings.json"
+    atomic_write(files["timings"], (json.dumps(timings, indent=1) + "\n").encode())
     return ExperimentResult(out, reports, comparisons, files, timings)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from os import PathLike
@@ -18,6 +17,7 @@ from xml.sax.saxutils import quoteattr
 
 import numpy as np
 
+from napari_crystal._atomic import atomic_write
 from napari_crystal.errors import AnnotationError
 from napari_crystal.palette import LABELS
 
@@ -974,27 +974,5 @@ def write_annotation(ann: Annotation, path: str | PathLike, fmt: str | None = No
         raise AnnotationError(path, "cannot write: the file name must end in .csv or .xml")
     _check_writable(ann, path)
     text = format_csv(ann) if fmt == "csv" else format_xml(ann)
-    atomic_write(path, text.encode("utf-8"))
+    atomic_write(path, text.encode("utf-8"), make_parents=False)
     return path
-
-
-def atomic_write(path: Path, payload: bytes) -> None:
-    """Write bytes to a temporary file in the same folder, then rename it over ``path``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        try:
-            mode = path.stat().st_mode & 0o777
-        except FileNotFoundError:
-            umask = os.umask(0)
-            os.umask(umask)
-            mode = 0o666 & ~umask
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
