@@ -26,7 +26,7 @@ system-deps:
 	fi
 
 demo: $(STAMP) system-deps
-	$(PY) -m napari_crystal.demo --out $(DEMO_DIR)
+	$(PY) -m scripts.demo --out $(DEMO_DIR)
 
 test: $(STAMP) system-deps
 	$(PY) -m pytest -p no:cacheprovider
@@ -35,7 +35,7 @@ bench: $(STAMP) system-deps
 	$(PY) -m benchmarks
 
 docs: $(STAMP) system-deps
-	$(PY) scripts/make_screenshots.py
+	$(PY) -m scripts.make_screenshots
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks scripts

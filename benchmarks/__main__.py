@@ -49,7 +49,7 @@ def _virtual_display():
     viewer benchmarks must not each start and stop their own."""
     import shutil
 
-    from napari_crystal._screen import start_screen
+    from scripts._screen import start_screen
 
     return start_screen((1600, 1200)) if shutil.which("Xvfb") else None
 

@@ -20,7 +20,7 @@ TARGET_OPEN_S = 2.0
 
 def make_csv(n_regions: int, n_vertices: int, seed: int = 0):
     """A CSV like a busy slide: smooth blobs of integer vertices, closed, over 80,000 x 40,000."""
-    from napari_crystal.nedc import Annotation, Region, write_annotation
+    from napari_crystal.io.nedc import Annotation, Region, write_annotation
 
     path = DATA / f"annotations_{n_regions}x{n_vertices}.csv"
     if path.is_file():
@@ -46,7 +46,7 @@ def _open_layers(path):
     """What napari does when the file is dropped: run our reader, add each layer."""
     from napari.components import ViewerModel
 
-    from napari_crystal._reader import get_annotation_reader
+    from napari_crystal.plugin._reader import get_annotation_reader
 
     viewer = ViewerModel()
     for data, kwargs, kind in get_annotation_reader(str(path))(str(path)):
@@ -72,12 +72,12 @@ def run(record, quick: bool = False) -> None:
     import pandas as pd
     from napari.utils.triangulation_backend import TriangulationBackend
 
-    from napari_crystal._reader import (
+    from napari_crystal.io.nedc import read_annotation
+    from napari_crystal.plugin._reader import (
         _display_vertices,
         read_annotation_layers,
         use_compiled_triangulation,
     )
-    from napari_crystal.nedc import read_annotation
 
     n_regions = 100 if quick else 1000
     path = make_csv(n_regions, 1000)

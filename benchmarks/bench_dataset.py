@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks._harness import DATA
-from napari_crystal.masks import build_dataset, load_dataset, make_mask
+from napari_crystal.dataset import build_dataset, load_dataset
+from napari_crystal.io.slide import open_slide
+from napari_crystal.masks import make_mask
 from napari_crystal.patches import Patch
-from napari_crystal.slide import open_slide
 from napari_crystal.synthetic import write_pyramid
 
 LABELS = ("bckg", "norm", "nneo", "dcis", "indc")
@@ -133,7 +134,7 @@ def naive_build(table, polygons_of, fast_raster=False) -> np.ndarray:
 
 def run(record, quick: bool = False) -> None:
     """Record dataset-building patches/s against the naive pipeline, with mask checks."""
-    from napari_crystal.nedc import read_annotation
+    from napari_crystal.io.nedc import read_annotation
 
     slides, shape, regions = (2, (6144, 6144), 8) if quick else (3, (8192, 8192), 20)
     corpus = make_corpus(DATA / ("dataset-corpus-quick" if quick else "dataset-corpus"),

@@ -13,9 +13,9 @@ import contextlib
 import time
 
 import numpy as np
+from scripts._screen import start_screen
 
 from napari_crystal import palette
-from napari_crystal._screen import start_screen
 
 # Build + first draw at least this many times faster than the shapes, and under TARGET_SECONDS.
 # The overlay's time is mostly napari's fixed cost of adding three layers (about 0.2-0.7 s each
@@ -69,7 +69,7 @@ def run(record, quick: bool = False) -> None:
     """Record build + first draw time of the overlay against 20,000 rectangles."""
     import napari
 
-    from napari_crystal.widgets.overlay import add_prediction_overlay, class_colormap
+    from napari_crystal.plugin.widgets.overlay import add_prediction_overlay, class_colormap
 
     n_rows, n_cols = (50, 100) if quick else (100, 200)
     shape, table, predicted, truth, proba, classes = patches(n_rows, n_cols)

@@ -19,7 +19,7 @@ QUICK = (12_000, 18_000)
 
 def slide_path(shape) -> object:
     """Generate the benchmark slide once (stroma texture, JPEG tiles) and reuse it."""
-    from napari_crystal.slide import SlideError, open_slide
+    from napari_crystal.io.slide import SlideError, open_slide
     from napari_crystal.synthetic import SlideCanvas, write_pyramid
 
     DATA.mkdir(parents=True, exist_ok=True)
@@ -49,7 +49,7 @@ def run(record, quick: bool = False) -> None:
     import tifffile
     import zarr
 
-    from napari_crystal.slide import open_slide
+    from napari_crystal.io.slide import open_slide
 
     shape = QUICK if quick else FULL
     path = slide_path(shape)

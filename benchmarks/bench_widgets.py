@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from scripts._screen import start_screen
 
-from napari_crystal._screen import start_screen
-from napari_crystal.masks import Dataset, save_dataset
+from napari_crystal.dataset import Dataset, save_dataset
 from napari_crystal.synthetic import PRESETS
 
 TARGET_S = 0.1
@@ -87,7 +87,7 @@ def _measure(path: Path, out: Path, trees: int) -> dict:
     import napari
     from qtpy.QtCore import QEventLoop, QTimer
 
-    from napari_crystal.widgets.train_widget import FROM_FILE, TrainWidget, train_and_save
+    from napari_crystal.plugin.widgets.train_widget import FROM_FILE, TrainWidget, train_and_save
 
     viewer = napari.Viewer(show=True)
     try:

@@ -18,7 +18,9 @@ def main() -> int:
     failed = []
     for script in sorted(HERE.glob("screenshot_*.py")):
         print(f"== {script.name}", flush=True)
-        if subprocess.run([sys.executable, str(script)], cwd=HERE.parent).returncode:
+        if subprocess.run(
+            [sys.executable, "-m", f"scripts.{script.stem}"], cwd=HERE.parent
+        ).returncode:
             failed.append(script.name)
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_crystal._screen import start_screen
+from scripts._screen import start_screen
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "annotation-in-napari.png"
@@ -22,7 +22,7 @@ OUT = ROOT / "docs" / "annotation-in-napari.png"
 
 def example_annotation(path: Path) -> Path:
     """One smooth closed blob per palette label, in a 4 x 3 grid over a 20,000 x 12,000 slide."""
-    from napari_crystal.nedc import Annotation, Region, write_annotation
+    from napari_crystal.io.nedc import Annotation, Region, write_annotation
     from napari_crystal.palette import LABELS
 
     rng = np.random.default_rng(7)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_crystal._screen import save_screenshot, settle, start_screen, wait_for_job
+from scripts._screen import save_screenshot, settle, start_screen, wait_for_job
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -24,8 +24,8 @@ TREES = 50
 
 def models(work: Path) -> tuple[Path, Path, Path]:
     """Two 50-tree models (crystals merged / dropped) and the eval dataset, tiny corpus."""
+    from napari_crystal.dataset import build_dataset
     from napari_crystal.experiment import train_on_dataset
-    from napari_crystal.masks import build_dataset
     from napari_crystal.synthetic import generate_corpus
     from napari_crystal.training import save_model
 
@@ -45,8 +45,8 @@ def main() -> int:
     try:
         import napari
 
-        from napari_crystal._sample_data import sample_slide_path
-        from napari_crystal.widgets.evaluate_widget import SLIDE, EvaluateWidget
+        from napari_crystal.plugin._sample_data import sample_slide_path
+        from napari_crystal.plugin.widgets.evaluate_widget import SLIDE, EvaluateWidget
 
         DOCS.mkdir(exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="napari-crystal-docs-") as tmp:

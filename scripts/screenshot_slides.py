@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from napari_crystal._screen import start_screen
+from scripts._screen import start_screen
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -36,7 +36,7 @@ def main() -> int:
     try:
         import napari
 
-        from napari_crystal._sample_data import sample_slide_path
+        from napari_crystal.plugin._sample_data import sample_slide_path
 
         DOCS.mkdir(exist_ok=True)
         svs = sample_slide_path()

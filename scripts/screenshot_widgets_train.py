@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_crystal._screen import save_screenshot, start_screen, wait_for_job
+from scripts._screen import save_screenshot, start_screen, wait_for_job
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -42,9 +42,9 @@ def main() -> int:
         import napari
         import napari.layers
 
-        from napari_crystal._sample_data import sample_slide_path
-        from napari_crystal.widgets.mask_widget import GALLERY, MaskWidget
-        from napari_crystal.widgets.train_widget import TrainWidget
+        from napari_crystal.plugin._sample_data import sample_slide_path
+        from napari_crystal.plugin.widgets.mask_widget import GALLERY, MaskWidget
+        from napari_crystal.plugin.widgets.train_widget import TrainWidget
 
         DOCS.mkdir(exist_ok=True)
         svs = sample_slide_path()

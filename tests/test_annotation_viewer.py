@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from napari_crystal import palette
-from napari_crystal._reader import get_annotation_reader
-from napari_crystal._writer import shapes_to_annotation, write_csv, write_xml
 from napari_crystal.errors import AnnotationError
-from napari_crystal.nedc import read_annotation
+from napari_crystal.io.nedc import read_annotation
+from napari_crystal.plugin._reader import get_annotation_reader
+from napari_crystal.plugin._writer import shapes_to_annotation, write_csv, write_xml
 
 pytestmark = pytest.mark.viewer
 DATA = Path(__file__).parent / "data"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_crystal.masks import build_dataset
+from napari_crystal.dataset import build_dataset
 
 
 @pytest.fixture(scope="module")

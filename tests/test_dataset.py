@@ -11,17 +11,13 @@ import numpy as np
 import pytest
 import zarr
 
-from napari_crystal import masks, nedc
+from napari_crystal import dataset as masks
+from napari_crystal.dataset import build_dataset, dataset_for_slide, load_dataset, save_dataset
 from napari_crystal.errors import Cancelled, DatasetError
-from napari_crystal.masks import (
-    build_dataset,
-    dataset_for_slide,
-    load_dataset,
-    make_mask,
-    save_dataset,
-)
-from napari_crystal.patches import choose_level
-from napari_crystal.slide import open_slide
+from napari_crystal.io import nedc
+from napari_crystal.io.slide import open_slide
+from napari_crystal.masks import make_mask
+from napari_crystal.patches import LEVEL_RULE, PatchTable, choose_level
 
 
 @pytest.fixture
@@ -57,7 +53,7 @@ def test_build_round_trip_and_contents(tiny_corpus, reference):
     meta = loaded.meta
     assert (meta["method"], meta["size"], meta["split"], meta["version"]) == (
         "threshold", 256, "dev", masks.VERSION)  # fmt: skip
-    assert meta["level_rule"] == masks.LEVEL_RULE and meta["corpus"] == str(tiny_corpus.resolve())
+    assert meta["level_rule"] == LEVEL_RULE and meta["corpus"] == str(tiny_corpus.resolve())
     # a stored row is the mask of its patch, and masks are not trivially empty
     p = loaded.table[5]
     with open_slide(p.slide) as slide:
@@ -129,7 +125,7 @@ def test_not_a_dataset(tmp_path):
     (tmp_path / "notes" / "keep.txt").write_text("mine")
     with pytest.raises(DatasetError, match="not a napari-crystal dataset"):
         load_dataset(tmp_path / "notes")
-    ds = masks.Dataset(masks.PatchTable.from_rows([]), np.zeros((0, 2), np.uint8), 4, "polygon")
+    ds = masks.Dataset(PatchTable.from_rows([]), np.zeros((0, 2), np.uint8), 4, "polygon")
     with pytest.raises(DatasetError, match="not overwriting"):
         save_dataset(ds, tmp_path / "notes")
     with pytest.raises(DatasetError, match="not overwriting"):

@@ -12,8 +12,8 @@ from napari_crystal import palette
 
 pytest.importorskip("napari")
 
-from napari_crystal.widgets import _runner, evaluate_widget  # noqa: E402
-from napari_crystal.widgets.evaluate_widget import DATASET, SLIDE, EvaluateWidget  # noqa: E402
+from napari_crystal.plugin.widgets import _runner, evaluate_widget  # noqa: E402
+from napari_crystal.plugin.widgets.evaluate_widget import DATASET, SLIDE, EvaluateWidget  # noqa: E402
 
 pytestmark = pytest.mark.viewer
 
@@ -21,8 +21,8 @@ pytestmark = pytest.mark.viewer
 @pytest.fixture(scope="module")
 def artefacts(tiny_corpus, tmp_path_factory):
     """Datasets (32-px masks) of train and eval, and two 10-tree models (merge, drop)."""
+    from napari_crystal.dataset import build_dataset
     from napari_crystal.experiment import train_on_dataset
-    from napari_crystal.masks import build_dataset
     from napari_crystal.training import save_model
 
     out = tmp_path_factory.mktemp("evaluate")
@@ -51,9 +51,9 @@ def _wait(qtbot, widget):
 
 def _open_slide(viewer, path):
     """The slide as the reader lays it out, and its regions as a labelled Shapes layer."""
-    from napari_crystal._slide_reader import slide_layer
-    from napari_crystal.nedc import read_annotation
-    from napari_crystal.slide import open_slide
+    from napari_crystal.io.nedc import read_annotation
+    from napari_crystal.io.slide import open_slide
+    from napari_crystal.plugin._slide_reader import slide_layer
 
     slide = open_slide(path)
     data, meta, _ = slide_layer(slide)
@@ -70,8 +70,8 @@ def _open_slide(viewer, path):
 def test_dataset_evaluation_comparison_export_and_theme(
     make_napari_viewer, qtbot, artefacts, tmp_path, messages
 ):
+    from napari_crystal.dataset import load_dataset
     from napari_crystal.experiment import evaluate_model
-    from napari_crystal.masks import load_dataset
     from napari_crystal.training import load_model
 
     viewer = make_napari_viewer()
@@ -158,7 +158,7 @@ def test_open_slide_evaluation_and_overlay(make_napari_viewer, qtbot, artefacts,
 def test_bad_input_is_a_notification_and_the_widget_stays_usable(
     make_napari_viewer, qtbot, artefacts, tiny_corpus, tmp_path, messages
 ):
-    from napari_crystal.masks import Dataset, load_dataset, save_dataset
+    from napari_crystal.dataset import Dataset, load_dataset, save_dataset
 
     viewer = make_napari_viewer()
     w = EvaluateWidget(viewer)

@@ -15,8 +15,10 @@ from napari_crystal.evaluation import (
     evaluate,
     label_order,
     model_truth,
-    plot_confusion,
     predict_chunked,
+)
+from napari_crystal.reports import (
+    plot_confusion,
     read_report_json,
     report_markdown,
     save_confusion_png,

@@ -11,12 +11,13 @@ import pytest
 
 pytest.importorskip("napari")
 
-from napari_crystal import masks as core  # noqa: E402
+from napari_crystal import dataset as core  # noqa: E402
 from napari_crystal import palette
 from napari_crystal.errors import Cancelled  # noqa: E402
-from napari_crystal.nedc import read_annotation  # noqa: E402
-from napari_crystal.widgets import mask_widget  # noqa: E402
-from napari_crystal.widgets.mask_widget import (  # noqa: E402
+from napari_crystal.io.nedc import read_annotation  # noqa: E402
+from napari_crystal.masks import resize_mask  # noqa: E402
+from napari_crystal.plugin.widgets import mask_widget  # noqa: E402
+from napari_crystal.plugin.widgets.mask_widget import (  # noqa: E402
     CORPUS,
     GALLERY,
     LABELS,
@@ -93,7 +94,7 @@ def test_layers_gallery_counts_selection_and_save(
     inner = gallery.data[r : r + tile, c : c + tile]
     colour = (mask_widget.palette.rgba(ds.labels[i])[:3] * 255).astype(np.uint8)
     lit = np.all(inner == colour, axis=-1)
-    assert np.array_equal(lit, core.resize_mask(ds.mask(i), tile))
+    assert np.array_equal(lit, resize_mask(ds.mask(i), tile))
     assert list(viewer.layers[LABELS].features["label"]) == list(ds.labels)
 
     # selecting a region in the Shapes layer shows its mask over that region

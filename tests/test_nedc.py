@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_crystal import nedc
-from napari_crystal.nedc import (
+from napari_crystal.io import nedc
+from napari_crystal.io.annotation import UnknownLabelWarning
+from napari_crystal.io.nedc import (
     Annotation,
     Region,
-    UnknownLabelWarning,
     find_annotation,
     format_csv,
     read_annotation,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from napari_crystal.errors import AnnotationError
-from napari_crystal.nedc import read_annotation
+from napari_crystal.io.nedc import read_annotation
 
 GOOD = (Path(__file__).parent / "data" / "example.csv").read_text()
 GOOD_XML = (Path(__file__).parent / "data" / "example.xml").read_text()

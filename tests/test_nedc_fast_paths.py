@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from napari_crystal import nedc
 from napari_crystal.errors import AnnotationError
-from napari_crystal.nedc import Annotation, Region, format_csv, read_annotation
+from napari_crystal.io import nedc
+from napari_crystal.io.nedc import Annotation, Region, format_csv, read_annotation
 
 EXAMPLE = (Path(__file__).parent / "data" / "example.csv").read_text()
 

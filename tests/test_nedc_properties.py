@@ -9,10 +9,10 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from napari_crystal.nedc import (
+from napari_crystal.io.annotation import UnknownLabelWarning
+from napari_crystal.io.nedc import (
     Annotation,
     Region,
-    UnknownLabelWarning,
     format_csv,
     read_annotation,
     region_tissues,

@@ -12,7 +12,7 @@ from napari_crystal.patches import PatchTable, frame_patches
 
 pytest.importorskip("napari")
 
-from napari_crystal.widgets.overlay import (  # noqa: E402
+from napari_crystal.plugin.widgets.overlay import (  # noqa: E402
     ALL,
     ERRORS,
     add_prediction_overlay,

@@ -4,16 +4,40 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+import napari_crystal
 from napari_crystal import palette
 from napari_crystal.cli import main
 from napari_crystal.errors import AnnotationError
 
-CORE = ["errors", "palette", "nedc", "raster", "slide", "synthetic", "patches", "masks",
-        "training", "evaluation", "experiment"]  # fmt: skip
+GUI_PACKAGES = (
+    "napari",
+    "PyQt6",
+    "PyQt5",
+    "PySide2",
+    "PySide6",
+    "qtpy",
+    "magicgui",
+    "superqt",
+    "vispy",
+)
+PACKAGE = Path(napari_crystal.__file__).parent
+
+
+def core_modules() -> list[str]:
+    """Every module of the package outside ``plugin/``, found by walking the source tree."""
+    names = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE).with_suffix("")
+        if rel.parts[0] == "plugin" or rel.name == "__main__":
+            continue
+        parts = [p for p in rel.parts if p != "__init__"]
+        names.append(".".join(["napari_crystal", *parts]))
+    return names
 
 
 def test_manifest_validates():
@@ -27,16 +51,42 @@ def test_manifest_validates():
     }
 
 
-def test_core_imports_no_qt_or_napari():
+def test_core_module_list_is_complete():
+    names = core_modules()
+    assert {"napari_crystal.geometry", "napari_crystal.io.nedc", "napari_crystal.cli"} <= set(
+        names
+    )
+    assert not any(".plugin" in n for n in names)
+
+
+def test_core_imports_no_gui_library():
+    """Importing every core module (and running their import-time code) pulls in no GUI stack."""
     code = (
         "import sys, importlib\n"
-        f"for m in {CORE!r}: importlib.import_module('napari_crystal.' + m)\n"
-        "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('napari', 'PyQt6', 'qtpy', 'magicgui', 'vispy'))\n"
+        f"for m in {core_modules()!r}: importlib.import_module(m)\n"
+        f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {GUI_PACKAGES!r})\n"
         "print(','.join(bad))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_core_source_names_no_gui_library():
+    """No core module even mentions a GUI import (lazy imports inside functions included)."""
+    import ast
+
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        if path.relative_to(PACKAGE).parts[0] == "plugin":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            mods = []
+            if isinstance(node, ast.Import):
+                mods = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                mods = [node.module]
+            offenders += [f"{path.name}: {m}" for m in mods if m.split(".")[0] in GUI_PACKAGES]
+    assert offenders == []
 
 
 def test_cli_version(capsys):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_crystal.dataset import Dataset, load_dataset, save_dataset
 from napari_crystal.errors import Cancelled
 from napari_crystal.evaluation import predict_chunked
-from napari_crystal.masks import Dataset, load_dataset, save_dataset
 from napari_crystal.parallel import run_tasks, scheduler_kind
 from napari_crystal.training import train_model
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 from skimage.draw import polygon as sk_polygon
 
-from napari_crystal.nedc import Annotation, Region
-from napari_crystal.palette import UNKNOWN_INDEX, class_index
-from napari_crystal.raster import (
+from napari_crystal.geometry import (
     paint_spans,
     polygon_spans,
     raster_transform,
     rasterize_annotation,
 )
+from napari_crystal.io.nedc import Annotation, Region
+from napari_crystal.palette import UNKNOWN_INDEX, class_index
 
 
 def _region(i, label, coords):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 from skimage.draw import polygon as sk_polygon
 
-from napari_crystal.nedc import Annotation, Region
+from napari_crystal.geometry import rasterize_annotation
+from napari_crystal.io.nedc import Annotation, Region
 from napari_crystal.palette import class_index
-from napari_crystal.raster import rasterize_annotation
 
 LABELS = ["bckg", "dcis", "indc", "brandnew"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_crystal._reader import OUTLINE_VERTICES, _display_data, _display_vertices
+from napari_crystal.plugin._reader import OUTLINE_VERTICES, _display_data, _display_vertices
 
 
 def _one_by_one(coords, outline):

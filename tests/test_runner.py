@@ -11,7 +11,7 @@ from napari_crystal.errors import Cancelled
 
 pytest.importorskip("napari")
 
-from napari_crystal.widgets._runner import Runner  # noqa: E402
+from napari_crystal.plugin.widgets._runner import Runner  # noqa: E402
 
 
 def _job(n, progress=None, cancel=None, fail=False):

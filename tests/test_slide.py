@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_crystal.slide import Slide, is_slide, open_slide
+from napari_crystal.io.slide import Slide, is_slide, open_slide
 from napari_crystal.synthetic import write_pyramid
 
 

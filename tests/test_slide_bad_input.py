@@ -7,7 +7,7 @@ import pytest
 import tifffile
 
 from napari_crystal.errors import CrystalError, SlideError
-from napari_crystal.slide import is_slide, open_slide
+from napari_crystal.io.slide import is_slide, open_slide
 from napari_crystal.synthetic import write_pyramid
 
 

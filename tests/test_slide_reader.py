@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_crystal._slide_reader import get_slide_reader, read_slide
 from napari_crystal.errors import SlideError
-from napari_crystal.nedc import read_annotation
+from napari_crystal.io.nedc import read_annotation
+from napari_crystal.plugin._slide_reader import get_slide_reader, read_slide
 
 
 def _first_train_slide(corpus):
@@ -88,7 +88,7 @@ def test_broken_svs_is_claimed_and_explained(tmp_path):
 
 
 def test_sample_data_generates_once(tmp_path, monkeypatch):
-    from napari_crystal import _sample_data
+    from napari_crystal.plugin import _sample_data
 
     monkeypatch.setenv("NAPARI_CRYSTAL_CACHE", str(tmp_path))
     monkeypatch.setattr(_sample_data, "SAMPLE_SHAPE", (1536, 2048))

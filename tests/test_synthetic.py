@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_crystal.nedc import read_annotation
+from napari_crystal.io.nedc import read_annotation
+from napari_crystal.io.slide import open_slide
 from napari_crystal.palette import CRYSTAL_LABELS, LABELS, NEDC_LABELS
-from napari_crystal.slide import open_slide
 from napari_crystal.synthetic import PRESETS, corpus_plan, generate_corpus, generate_slide
 
 

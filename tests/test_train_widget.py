@@ -12,12 +12,12 @@ pytest.importorskip("napari")
 
 from qtpy.QtCore import QTimer  # noqa: E402
 
+from napari_crystal.dataset import Dataset, build_dataset, load_dataset, save_dataset  # noqa: E402
 from napari_crystal.errors import Cancelled, DatasetError  # noqa: E402
 from napari_crystal.experiment import train_on_dataset  # noqa: E402
-from napari_crystal.masks import Dataset, build_dataset, load_dataset, save_dataset  # noqa: E402
+from napari_crystal.plugin.widgets.mask_widget import MaskWidget, latest_dataset  # noqa: E402
+from napari_crystal.plugin.widgets.train_widget import FROM_FILE, FROM_MASKS, TrainWidget  # noqa: E402
 from napari_crystal.training import DEFAULT_PARAMS, load_model  # noqa: E402
-from napari_crystal.widgets.mask_widget import MaskWidget, latest_dataset  # noqa: E402
-from napari_crystal.widgets.train_widget import FROM_FILE, FROM_MASKS, TrainWidget  # noqa: E402
 from test_mask_widget import first_slide, open_slide_layers  # noqa: E402
 
 pytestmark = pytest.mark.viewer

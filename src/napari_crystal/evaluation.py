@@ -1,4 +1,4 @@
-"""Chunked prediction, per-class reports, model comparison statistics and report files.
+"""Chunked prediction, per-class scores and model comparison statistics (report files: ``reports``).
 
 Label order everywhere (confusion matrices, tables): `palette.LABELS` order, then labels the
 palette does not know, sorted; only classes present in the truth, the predictions or the
@@ -7,20 +7,17 @@ palette does not know, sorted; only classes present in the truth, the prediction
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from napari_crystal import palette
-from napari_crystal._atomic import atomic_path
 from napari_crystal.errors import Cancelled, ModelError
 from napari_crystal.training import Model, packed_width, truth_labels
 
@@ -116,7 +113,7 @@ def _predict_block(estimator: Any, rows: Any, start: int, stop: int, size: int) 
     ``rows`` is the packed block itself or a dataset path the task reads its rows from.
     """
     if isinstance(rows, str):
-        from napari_crystal.masks import load_dataset
+        from napari_crystal.dataset import load_dataset
 
         rows = load_dataset(rows).packed[start:stop]
     x = np.unpackbits(np.asarray(rows, dtype=np.uint8), axis=1, count=size * size)
@@ -431,204 +428,3 @@ def compare(
         report_b=report_b,
         test_set=test_set,
     )
-
-
-# ---------------------------------------------------------------- writers
-
-
-def _listify(reports: Report | Sequence[Report]) -> list[Report]:
-    return [reports] if isinstance(reports, Report) else list(reports)
-
-
-def write_report_json(
-    reports: Report | Sequence[Report],
-    path: str | os.PathLike,
-    comparisons: Sequence[Comparison] = (),
-    meta: dict[str, Any] | None = None,
-) -> Path:
-    """Write reports (and comparisons) as JSON: ``{"reports": [...], "comparisons": [...]}``."""
-    doc = {
-        "reports": [r.to_dict() for r in _listify(reports)],
-        "comparisons": [c.to_dict() for c in comparisons],
-        "meta": meta or {},
-    }
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(doc, indent=1, default=str) + "\n")
-    return path
-
-
-def read_report_json(path: str | os.PathLike) -> tuple[list[Report], list[dict[str, Any]]]:
-    """Reports (as `Report`) and comparisons (as dicts) from `write_report_json`'s file."""
-    doc = json.loads(Path(path).read_text())
-    return [Report.from_dict(r) for r in doc["reports"]], list(doc.get("comparisons", []))
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
-
-
-def _who(r: Report) -> str:
-    return r.name or "model"
-
-
-def report_markdown(
-    reports: Report | Sequence[Report],
-    comparisons: Sequence[Comparison] = (),
-    title: str = "Evaluation",
-) -> str:
-    """Markdown laid out like the study's tables."""
-    reports = _listify(reports)
-    out = [f"# {title}", ""]
-    out += [
-        "## Overall",
-        "",
-        "| model | test set | patches | correct | incorrect | accuracy |",
-        "|---|---|---:|---:|---:|---:|",
-    ]
-    for r in reports:
-        out.append(
-            f"| {_who(r)} | {r.test_set} | {r.n} | {r.correct} | {r.incorrect} | {_pct(r.accuracy)} |"
-        )
-    out += [
-        "",
-        "## Per-class accuracy",
-        "",
-        "Share of each class's patches predicted as that class (= recall); n = support.",
-        "",
-        "| model | test set | " + " | ".join(STUDY_CLASSES) + " |",
-        "|---|---|" + "---:|" * len(STUDY_CLASSES),
-    ]
-    for r in reports:
-        cells = []
-        for label in STUDY_CLASSES:
-            s = r.per_class.get(label)
-            cells.append(
-                "-" if s is None or s.support == 0 else f"{_pct(s.accuracy)} (n={s.support})"
-            )
-        out.append(f"| {_who(r)} | {r.test_set} | " + " | ".join(cells) + " |")
-    out += ["", "## Per-class precision, recall, F1", ""]
-    for r in reports:
-        out += [
-            f"### {_who(r)}" + (f" on {r.test_set}" if r.test_set else ""),
-            "",
-            "| class | support | predicted | precision | recall | F1 |",
-            "|---|---:|---:|---:|---:|---:|",
-        ]
-        for label in r.classes:
-            s = r.per_class[label]
-            out.append(
-                f"| {label} | {s.support} | {s.predicted} | {s.precision:.3f} | "
-                f"{s.recall:.3f} | {s.f1:.3f} |"
-            )
-        out.append(
-            f"| macro (support > 0) | | | {r.macro['precision']:.3f} | "
-            f"{r.macro['recall']:.3f} | {r.macro['f1']:.3f} |"
-        )
-        out += ["", "Confusion matrix (rows: truth, columns: prediction):", ""]
-        out.append("| truth \\ predicted | " + " | ".join(r.classes) + " |")
-        out.append("|---|" + "---:|" * len(r.classes))
-        for label, row in zip(r.classes, r.confusion, strict=True):
-            out.append(f"| {label} | " + " | ".join(str(v) for v in row) + " |")
-        out.append("")
-    if comparisons:
-        level = comparisons[0].level
-        out += [
-            "## Model comparison",
-            "",
-            f"Difference = accuracy A - accuracy B; {100 * level:g}% intervals: Wald for two "
-            "independent proportions (the study's convention) and paired (discordant counts). "
-            "b = A right & B wrong, c = A wrong & B right.",
-            "",
-            "| test set | A | B | accuracy A | accuracy B | difference | Wald CI | paired CI "
-            "| b | c | McNemar | p | test |",
-            "|---|---|---|---:|---:|---:|---|---|---:|---:|---:|---:|---|",
-        ]
-        for c in comparisons:
-            out.append(
-                f"| {c.test_set} | {c.name_a} | {c.name_b} | {_pct(c.correct_a / c.n)} | "
-                f"{_pct(c.correct_b / c.n)} | {100 * c.difference:+.1f} pp | "
-                f"[{100 * c.wald_ci[0]:+.1f}, {100 * c.wald_ci[1]:+.1f}] | "
-                f"[{100 * c.paired_ci[0]:+.1f}, {100 * c.paired_ci[1]:+.1f}] | {c.b} | {c.c} | "
-                f"{c.mcnemar_statistic:.3f} | {_format_p(c.mcnemar_p)} | {c.mcnemar_method} |"
-            )
-        out.append("")
-    return "\n".join(out)
-
-
-def _format_p(p: float) -> str:
-    return "< 0.0001" if p < 1e-4 else f"{p:.4f}"
-
-
-def write_report_markdown(
-    reports: Report | Sequence[Report],
-    path: str | os.PathLike,
-    comparisons: Sequence[Comparison] = (),
-    title: str = "Evaluation",
-) -> Path:
-    """Write `report_markdown` to ``path`` atomically."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        tmp.write_text(report_markdown(reports, comparisons, title))
-    return path
-
-
-def plot_confusion(report: Report, ax: Any = None, dark: bool = False) -> Any:
-    """Confusion matrix as a matplotlib Figure (no pyplot, so a Qt canvas can host it).
-
-    Cells are coloured by row share (recall) so small classes stay visible, and annotated with
-    counts. Draws on ``ax`` when given; returns the Figure.
-    """
-    from matplotlib.figure import Figure
-
-    cm = report.confusion_array()
-    k = len(report.classes)
-    if ax is None:
-        side = max(4.0, 0.55 * k + 2.0)
-        fig = Figure(figsize=(side + 1.0, side), layout="constrained")
-        ax = fig.add_subplot()
-    else:
-        fig = ax.figure
-    fg, bg = ("#e6e6e6", "#262930") if dark else ("#111111", "#ffffff")
-    fig.set_facecolor(bg)
-    ax.set_facecolor(bg)
-    rows = cm.sum(axis=1, keepdims=True)
-    share = np.divide(cm, rows, out=np.zeros(cm.shape, dtype=float), where=rows > 0)
-    image = ax.imshow(share, cmap="magma" if dark else "Blues", vmin=0, vmax=1)
-    for i in range(k):
-        for j in range(k):
-            light = share[i, j] > 0.5 if not dark else share[i, j] < 0.6
-            ax.text(
-                j, i, str(cm[i, j]), ha="center", va="center", fontsize=9,
-                color="white" if light else "black",
-            )  # fmt: skip
-    ax.set_xticks(range(k), report.classes, rotation=45, ha="right", color=fg)
-    ax.set_yticks(range(k), report.classes, color=fg)
-    ax.set_xlabel("predicted", color=fg)
-    ax.set_ylabel("truth", color=fg)
-    title = " - ".join(x for x in (report.name, report.test_set) if x)
-    ax.set_title(
-        f"{title}{': ' if title else ''}accuracy {_pct(report.accuracy)} (n={report.n})",
-        color=fg, fontsize=10,
-    )  # fmt: skip
-    for spine in ax.spines.values():
-        spine.set_color(fg)
-    ax.tick_params(colors=fg)
-    bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    bar.set_label("share of the true class", color=fg)
-    bar.ax.tick_params(colors=fg)
-    return fig
-
-
-def save_confusion_png(
-    report: Report, path: str | os.PathLike, dark: bool = False, dpi: int = 150
-) -> Path:
-    """Save `plot_confusion` as a PNG atomically (Agg, no display needed)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    fig = plot_confusion(report, dark=dark)
-    FigureCanvasAgg(fig)
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi, facecolor=fig.get_facecolor())
-    return path

@@ -10,7 +10,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from napari_crystal._atomic import atomic_write
+from napari_crystal.dataset import Dataset, build_dataset
 from napari_crystal.errors import DatasetError
 from napari_crystal.evaluation import (
     Comparison,
@@ -26,12 +27,17 @@ from napari_crystal.evaluation import (
     evaluate,
     model_truth,
     predict_chunked,
-    save_confusion_png,
-    write_report_json,
-    write_report_markdown,
 )
-from napari_crystal.masks import Dataset, build_dataset
 from napari_crystal.parallel import scheduler_kind
+from napari_crystal.predictions import (
+    MAX_SIDE,
+    PredictionMap,
+    build_prediction_map,
+    check_classes,
+    region_polygons,
+    rows_of_slide,
+)
+from napari_crystal.reports import save_confusion_png, write_report_json, write_report_markdown
 from napari_crystal.training import (
     Model,
     check_compatible,
@@ -304,3 +310,178 @@ def run_experiment(
     files["timings"] = out / "timings.json"
     atomic_write(files["timings"], (json.dumps(timings, indent=1) + "\n").encode())
     return ExperimentResult(out, reports, comparisons, files, timings)
+
+
+# ----------------------------------------------------------------- predictions on one slide
+
+
+@dataclass
+class SlidePredictions:
+    """A model run on one open slide: its patches, predictions and, where labelled, report."""
+
+    dataset: object
+    predicted: np.ndarray
+    proba: np.ndarray
+    truth: np.ndarray
+    evaluation: object | None
+    missing: list[str]
+    frame: int | None = None
+
+
+def predict_slide(
+    model,
+    slide,
+    annotation,
+    *,
+    patches: str = "regions",
+    frame: int = 250,
+    window: int = 500,
+    threshold: float = 0.5,
+    name: str = "",
+    chunk: int = 1024,
+    progress: Progress = None,
+    cancel: threading.Event | None = None,
+    n_jobs: int | None = None,
+    dataset=None,
+) -> SlidePredictions:
+    """Masks of a slide's patches made the model's way, predicted, and evaluated where labelled.
+
+    ``patches="regions"``: one patch per annotated region. ``"frames"``: NEDC frames over the
+    whole slide; frames no region labels are predicted but not scored (no report when none is
+    labelled). ``slide`` is an open ``Slide`` or a path; ``annotation`` an ``Annotation``.
+    ``dataset``: masks already made for this slide the same way (a second model's run).
+    """
+    from napari_crystal.dataset import Dataset, dataset_for_slide
+    from napari_crystal.evaluation import model_truth, predict_chunked
+    from napari_crystal.experiment import evaluate_model
+    from napari_crystal.io.slide import open_slide
+    from napari_crystal.patches import frame_patches
+
+    if patches not in ("regions", "frames"):
+        raise ValueError(f"patches must be 'regions' or 'frames', not {patches!r}")
+    owned = isinstance(slide, (str, os.PathLike)) and dataset is None
+    opened = open_slide(slide) if owned else slide
+    try:
+        if dataset is not None:
+            if dataset.size != model.size or (model.method and dataset.method != model.method):
+                raise ValueError("the given dataset's masks were not made the model's way")
+        elif patches == "regions" and not annotation.regions:
+            raise DatasetError(
+                getattr(annotation, "source", None) or opened.path,
+                "the annotation has no regions: use frames for an unannotated slide",
+            )
+        table = None
+        if dataset is None and patches == "frames":
+            table = frame_patches(
+                annotation, opened.shape, frame, window, threshold, slide=str(opened.path),
+                downsamples=list(opened.downsamples), size=model.size,
+            )  # fmt: skip
+        method = model.method or "threshold"
+        channel = (model.meta or {}).get("channel") or "grey"
+        steps = 2
+
+        def step(k):
+            if progress is None:
+                return None
+            return lambda done, total: progress(k * total + done, steps * total)
+
+        if dataset is None:
+            dataset = dataset_for_slide(
+                opened, annotation, method, model.size, progress=step(0), cancel=cancel,
+                channel=channel, patches=table,
+            )  # fmt: skip
+    finally:
+        if owned:
+            opened.close()
+    truth_all = model_truth(model, dataset.labels)
+    labelled = np.asarray(dataset.labels, dtype=str) != ""
+    slide_name = getattr(opened, "path", slide)
+    missing = check_classes(model, truth_all[labelled], where=slide_name)
+    n = len(dataset)
+    predicted = np.empty(n, dtype=object)
+    proba = np.zeros((n, len(model.classes)), dtype=np.float32)
+    evaluation = None
+    if labelled.any():
+        sub = Dataset(
+            dataset.table[labelled], dataset.packed[labelled], dataset.size, dataset.method,
+            dataset.meta,
+        )  # fmt: skip
+        evaluation = evaluate_model(
+            model, sub, name=name, test_set=Path(str(slide_name)).stem, chunk=chunk,
+            progress=step(1), cancel=cancel, n_jobs=n_jobs,
+        )  # fmt: skip
+        predicted[labelled] = evaluation.predicted
+        proba[labelled] = evaluation.proba
+    if (~labelled).any():
+        pred, pr = predict_chunked(
+            model, dataset.packed[~labelled], chunk=chunk, cancel=cancel, n_jobs=n_jobs
+        )
+        predicted[~labelled] = pred
+        proba[~labelled] = pr
+    if progress is not None:
+        progress(1, 1)
+    truth = np.where(labelled, truth_all, "")
+    return SlidePredictions(
+        dataset, predicted.astype(str), proba, truth, evaluation, missing,
+        frame if patches == "frames" else None,
+    )  # fmt: skip
+
+
+def dataset_prediction_map(
+    model,
+    dataset,
+    slide_path: str | os.PathLike,
+    shape: Sequence[int] | None = None,
+    annotation=None,
+    *,
+    evaluation=None,
+    frame: int | None = None,
+    max_side: int = MAX_SIDE,
+    chunk: int = 1024,
+    progress: Progress = None,
+    cancel: threading.Event | None = None,
+    n_jobs: int | None = None,
+) -> PredictionMap:
+    """The `PredictionMap` of one slide's patches in a saved dataset.
+
+    Uses ``evaluation`` (an `experiment.Evaluation` of the whole dataset) when given, else
+    predicts this slide's patches with `experiment.evaluate_model`. Region patches get their
+    polygons from ``annotation`` (checked to be the dataset's), else their boxes are filled.
+    """
+    from napari_crystal.dataset import Dataset
+    from napari_crystal.experiment import evaluate_model
+
+    where = (dataset.meta or {}).get("path") or (dataset.meta or {}).get("corpus")
+    rows = rows_of_slide(dataset.table, slide_path, shape, dataset=where)
+    table = dataset.table[rows]
+    if evaluation is None:
+        from napari_crystal.evaluation import model_truth
+
+        check_classes(model, model_truth(model, table.label), where=where)
+        sub = Dataset(
+            table, _take(dataset.packed, rows), dataset.size, dataset.method, dataset.meta
+        )
+        evaluation = evaluate_model(
+            model, sub, chunk=chunk, progress=progress, cancel=cancel, n_jobs=n_jobs
+        )
+        predicted, proba, truth = evaluation.predicted, evaluation.proba, evaluation.truth
+    else:
+        if len(evaluation.predicted) != len(dataset):
+            raise ValueError("the evaluation is not of this dataset")
+        predicted = evaluation.predicted[rows]
+        proba, truth = evaluation.proba[rows], evaluation.truth[rows]
+    polygons = None
+    if annotation is not None and set(np.unique(table.kind).tolist()) == {"region"}:
+        polygons = region_polygons(table, annotation)
+    return build_prediction_map(
+        table, predicted, truth, proba, model.classes, polygons, shape,
+        max_side=max_side, frame=frame,
+    )  # fmt: skip
+
+
+def _take(packed, rows: np.ndarray) -> np.ndarray:
+    """Rows of packed masks (numpy or zarr) by a bool mask, read in one selection."""
+    idx = np.flatnonzero(rows)
+    if isinstance(packed, np.ndarray):
+        return packed[idx]
+    return np.asarray(packed.get_orthogonal_selection((idx, slice(None))))

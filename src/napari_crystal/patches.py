@@ -145,7 +145,7 @@ def region_patches(slide, annotation, size: int = 256) -> PatchTable:
     wholly outside the slide raises ``DatasetError`` naming the annotation file and the region.
     """
     if isinstance(slide, (str, os.PathLike)):
-        from napari_crystal.slide import open_slide
+        from napari_crystal.io.slide import open_slide
 
         opened = open_slide(slide)
         try:

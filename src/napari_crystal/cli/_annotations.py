@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from napari_crystal.errors import AnnotationError
-from napari_crystal.nedc import Annotation, read_annotation, write_annotation
+from napari_crystal.io.nedc import Annotation, read_annotation, write_annotation
 
 
 def register(subparsers) -> None:

@@ -98,7 +98,7 @@ def register(subparsers) -> None:
 
 
 def run_dataset(args: argparse.Namespace) -> int:
-    from napari_crystal.masks import build_dataset
+    from napari_crystal.dataset import build_dataset
 
     with progress_bar(f"dataset {args.split}", "patch", args.quiet) as progress:
         ds = build_dataset(
@@ -117,8 +117,8 @@ def run_dataset(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from napari_crystal.dataset import load_dataset
     from napari_crystal.experiment import train_on_dataset
-    from napari_crystal.masks import load_dataset
     from napari_crystal.training import save_model
 
     ds = load_dataset(args.dataset)
@@ -153,8 +153,8 @@ def _evaluate(model_path: Path, ds, args, name: str):
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    from napari_crystal.dataset import load_dataset
     from napari_crystal.experiment import write_reports
-    from napari_crystal.masks import load_dataset
 
     ds = load_dataset(args.dataset)
     result = _evaluate(args.model, ds, args, args.model.stem)
@@ -166,8 +166,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_compare(args: argparse.Namespace) -> int:
+    from napari_crystal.dataset import load_dataset
     from napari_crystal.experiment import compare_evaluations, write_reports
-    from napari_crystal.masks import load_dataset
 
     ds = load_dataset(args.dataset)
     name_a, name_b = args.model_a.stem, args.model_b.stem

@@ -30,9 +30,14 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt
 
 from napari_crystal.errors import CrystalError
-from napari_crystal.widgets._layers import layers_of, shapes_annotation, slide_path, slide_shape
-from napari_crystal.widgets._runner import Runner
-from napari_crystal.widgets.overlay import add_overlay_layers
+from napari_crystal.plugin.widgets._layers import (
+    layers_of,
+    shapes_annotation,
+    slide_path,
+    slide_shape,
+)
+from napari_crystal.plugin.widgets._runner import Runner
+from napari_crystal.plugin.widgets.overlay import add_overlay_layers
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -73,9 +78,9 @@ def _names(paths: list[Path]) -> list[str]:
 
 def evaluate_dataset_job(model_paths, dataset_path, progress=None, cancel=None) -> EvalResult:
     """Worker: load the models and the dataset, check they fit, evaluate, compare."""
+    from napari_crystal.dataset import load_dataset
     from napari_crystal.evaluation import model_truth
     from napari_crystal.experiment import compare_evaluations, evaluate_model
-    from napari_crystal.masks import load_dataset
     from napari_crystal.predictions import check_classes
     from napari_crystal.training import check_compatible, load_model
 
@@ -110,9 +115,8 @@ def evaluate_slide_job(
     progress=None, cancel=None,
 ) -> EvalResult:  # fmt: skip
     """Worker: masks of the open slide's patches made each model's way, predicted, scored."""
-    from napari_crystal.experiment import compare_evaluations
-    from napari_crystal.predictions import predict_slide
-    from napari_crystal.slide import open_slide
+    from napari_crystal.experiment import compare_evaluations, predict_slide
+    from napari_crystal.io.slide import open_slide
     from napari_crystal.training import load_model
 
     paths = [Path(p) for p in model_paths]
@@ -159,7 +163,8 @@ def evaluate_slide_job(
 
 def overlay_map_job(result: EvalResult, slide_file, shape, annotation, progress=None, cancel=None):
     """Worker: the first model's `PredictionMap` on the open slide."""
-    from napari_crystal.predictions import build_prediction_map, dataset_prediction_map
+    from napari_crystal.experiment import dataset_prediction_map
+    from napari_crystal.predictions import build_prediction_map
 
     model = result.models[0]
     if result.slide:
@@ -324,7 +329,7 @@ class EvaluateWidget(Container):
                 _, path, shape, annotation = self._slide_inputs()
                 patches = self.patches.value
                 if annotation is None:
-                    from napari_crystal.nedc import Annotation
+                    from napari_crystal.io.nedc import Annotation
 
                     annotation, patches = Annotation(regions=[], source=str(path)), "frames"
                 args = (
@@ -374,7 +379,7 @@ class EvaluateWidget(Container):
         return self.result.reports[0]
 
     def _show_report(self, *_: Any) -> None:
-        from napari_crystal.evaluation import plot_confusion
+        from napari_crystal.reports import plot_confusion
 
         report = self.report()
         if report is None:

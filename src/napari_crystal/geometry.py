@@ -9,11 +9,14 @@ level-0 coordinate ``i*d + (d-1)/2``. A layer shows it aligned with ``scale=(d, 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from napari_crystal.nedc import Annotation
 from napari_crystal.palette import class_index
+
+if TYPE_CHECKING:
+    from napari_crystal.io.annotation import Annotation
 
 
 def annotation_shape(ann: Annotation) -> tuple[int, int]:
@@ -131,3 +134,15 @@ def paint_spans(owner: np.ndarray, spans, chunk: int = 1 << 22) -> None:
         start = row[part] * owner.shape[1] + ca[part]
         flat = np.repeat(start - (np.cumsum(n) - n), n) + np.arange(int(n.sum()))
         np.maximum.at(flat_owner, flat, np.repeat(poly[part] + 1, n).astype(owner.dtype))
+
+
+def polygon_area(coords: np.ndarray) -> float:
+    """Shoelace area of a polygon (closing vertex optional)."""
+    y, x = coords[:, 0], coords[:, 1]
+    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+
+
+def polygon_length(coords: np.ndarray) -> float:
+    """Perimeter of a polygon, closing it if the last vertex is not the first."""
+    closed = np.vstack([coords, coords[:1]])
+    return float(np.hypot(*np.diff(closed, axis=0).T).sum())

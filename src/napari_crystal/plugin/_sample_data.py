@@ -45,6 +45,6 @@ def sample_slide_path(seed: int = 42) -> Path:
 
 def synthetic_slide() -> list:
     """Layers of the sample: multiscale RGB slide and its annotation layers."""
-    from napari_crystal._slide_reader import read_slide
+    from napari_crystal.plugin._slide_reader import read_slide
 
     return read_slide(sample_slide_path())

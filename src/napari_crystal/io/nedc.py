@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import warnings
-from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
@@ -19,7 +17,12 @@ import numpy as np
 
 from napari_crystal._atomic import atomic_write
 from napari_crystal.errors import AnnotationError
-from napari_crystal.palette import LABELS
+from napari_crystal.io.annotation import (
+    Annotation,
+    Region,
+    _warn_unknown,
+    region_tissues,
+)
 
 VERSION = "csv_v1.0.0"
 VERSION_LINE = f"# version = {VERSION}"
@@ -29,88 +32,6 @@ COLUMNS = (
 SNIFF_BYTES = 4096
 _PAD = 64
 _NONSPACE = re.compile(rb"\S")
-
-
-class UnknownLabelWarning(UserWarning):
-    """A region label outside the palette: kept as it is, because corpora grow."""
-
-
-@dataclass(eq=False)
-class Region:
-    """One labelled polygon: ``coords`` (N, 2) float64 row/col level-0 pixels, ``depth`` (N,)."""
-
-    index: int
-    region_id: int
-    label: str
-    tissue: str
-    coords: np.ndarray
-    depth: np.ndarray
-    confidence: float = 1.0
-
-    def __post_init__(self) -> None:
-        self.coords = np.asarray(self.coords, dtype=np.float64).reshape(-1, 2)
-        if self.depth is None:
-            self.depth = np.zeros(len(self.coords), dtype=np.int64)
-        self.depth = np.asarray(self.depth, dtype=np.int64).reshape(-1)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Region):
-            return NotImplemented
-        return (
-            (self.index, self.region_id, self.label, self.tissue, self.confidence)
-            == (other.index, other.region_id, other.label, other.tissue, other.confidence)
-            and np.array_equal(self.coords, other.coords)
-            and np.array_equal(self.depth, other.depth)
-        )
-
-    @property
-    def area(self) -> float:
-        """Polygon area in square level-0 pixels (shoelace; closed or not)."""
-        return polygon_area(self.coords)
-
-    @property
-    def length(self) -> float:
-        """Perimeter of the closed polygon in level-0 pixels."""
-        return polygon_length(self.coords)
-
-
-@dataclass
-class Annotation:
-    """A slide's regions and the header: pixel size (microns), level-0 size, base name, tissue."""
-
-    regions: list[Region] = field(default_factory=list)
-    mpp: float | None = None
-    width: int | None = None
-    height: int | None = None
-    bname: str = ""
-    tissue: str = ""
-    source: str | None = field(default=None, compare=False)
-
-
-def polygon_area(coords: np.ndarray) -> float:
-    """Shoelace area of a polygon (closing vertex optional)."""
-    y, x = coords[:, 0], coords[:, 1]
-    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
-
-
-def polygon_length(coords: np.ndarray) -> float:
-    """Perimeter of a polygon, closing it if the last vertex is not the first."""
-    closed = np.vstack([coords, coords[:1]])
-    return float(np.hypot(*np.diff(closed, axis=0).T).sum())
-
-
-def region_tissues(regions: list[Region]) -> str:
-    """The distinct tissue values in file order, joined by ", " as the CSV header has them."""
-    return ", ".join(dict.fromkeys(r.tissue for r in regions if r.tissue))
-
-
-def _warn_unknown(path, regions: list[Region]) -> None:
-    unknown = sorted({r.label for r in regions} - set(LABELS))
-    if unknown:
-        names = ", ".join(repr(u) for u in unknown)
-        warnings.warn(
-            f"{path}: unknown label(s) {names} kept as they are", UnknownLabelWarning, stacklevel=3
-        )
 
 
 def _fmt_float(value: float) -> str:

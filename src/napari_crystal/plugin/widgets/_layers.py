@@ -56,8 +56,8 @@ def shapes_annotation(shapes, image=None):
     converted by the writer's ``shapes_to_annotation`` (labels from the ``label`` feature);
     its errors come back naming the layer.
     """
-    from napari_crystal._writer import shapes_to_annotation
     from napari_crystal.errors import AnnotationError
+    from napari_crystal.plugin._writer import shapes_to_annotation
 
     if len(shapes.data) == 0:
         raise AnnotationError(None, f"Shapes layer {shapes.name!r} has no shapes")

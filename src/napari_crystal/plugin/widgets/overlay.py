@@ -26,9 +26,14 @@ from napari.utils.notifications import show_error, show_info
 
 from napari_crystal import palette
 from napari_crystal.errors import CrystalError
+from napari_crystal.plugin.widgets._layers import (
+    layers_of,
+    shapes_annotation,
+    slide_path,
+    slide_shape,
+)
+from napari_crystal.plugin.widgets._runner import Runner
 from napari_crystal.predictions import PredictionMap, build_prediction_map
-from napari_crystal.widgets._layers import layers_of, shapes_annotation, slide_path, slide_shape
-from napari_crystal.widgets._runner import Runner
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -288,8 +293,8 @@ def overlay_job(
     model_path, dataset_path, slide_file, shape, annotation, progress=None, cancel=None
 ):
     """Worker: load a saved model and dataset, predict the slide's patches, build the maps."""
-    from napari_crystal.masks import load_dataset
-    from napari_crystal.predictions import dataset_prediction_map
+    from napari_crystal.dataset import load_dataset
+    from napari_crystal.experiment import dataset_prediction_map
     from napari_crystal.training import load_model
 
     model = load_model(model_path)

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 
 from napari_crystal import palette
-from napari_crystal.nedc import Annotation, read_annotation, sniff_annotation
-from napari_crystal.raster import annotation_shape, raster_transform, rasterize_annotation
+from napari_crystal.geometry import annotation_shape, raster_transform, rasterize_annotation
+from napari_crystal.io.nedc import Annotation, read_annotation, sniff_annotation
 
 FACE_ALPHA = 0.25
 LABELS_OPACITY = 0.5

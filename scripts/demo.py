@@ -27,8 +27,8 @@ def overview_png(slide_path: Path, out: Path, max_side: int = 1600) -> Path:
     from matplotlib.patches import Polygon
 
     from napari_crystal import palette
-    from napari_crystal.nedc import find_annotation, read_annotation
-    from napari_crystal.slide import open_slide
+    from napari_crystal.io.nedc import find_annotation, read_annotation
+    from napari_crystal.io.slide import open_slide
 
     slide = open_slide(slide_path)
     try:
@@ -72,7 +72,7 @@ def napari_screenshot(slide_path: Path, out: Path) -> Path | None:
     """A napari screenshot of the slide opened through the plugin; None when no screen works."""
     if not os.environ.get("DISPLAY") and shutil.which("Xvfb") is None:
         return None
-    from napari_crystal._screen import start_screen
+    from scripts._screen import start_screen
 
     display = start_screen((1400, 1000))
     try:
@@ -98,14 +98,14 @@ def napari_screenshot(slide_path: Path, out: Path) -> Path | None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; print where the corpus, the report and the views are."""
-    parser = argparse.ArgumentParser(prog="python -m napari_crystal.demo")
+    parser = argparse.ArgumentParser(prog="python -m scripts.demo")
     parser.add_argument("--out", type=Path, default=Path("demo-output"))
     parser.add_argument("--preset", default="small", choices=("tiny", "small", "fcbr"))
     parser.add_argument("--no-napari", action="store_true", help="skip the napari screenshot")
     args = parser.parse_args(argv)
 
+    from napari_crystal.dataset import slide_files
     from napari_crystal.experiment import run_experiment
-    from napari_crystal.masks import slide_files
     from napari_crystal.synthetic import generate_corpus
 
     start = time.perf_counter()

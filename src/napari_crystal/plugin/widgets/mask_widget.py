@@ -31,19 +31,12 @@ from napari.utils.notifications import show_error, show_info
 from psygnal import Signal
 
 from napari_crystal import palette
+from napari_crystal.dataset import Dataset, build_dataset, dataset_for_slide, save_dataset
 from napari_crystal.errors import CrystalError, DatasetError
-from napari_crystal.masks import (
-    CHANNELS,
-    METHODS,
-    Dataset,
-    build_dataset,
-    dataset_for_slide,
-    resize_mask,
-    save_dataset,
-)
-from napari_crystal.widgets._layers import shapes_annotation, slide_path
-from napari_crystal.widgets._runner import Runner
-from napari_crystal.widgets._ui import count_table, job_row, wrapped
+from napari_crystal.masks import CHANNELS, METHODS, resize_mask
+from napari_crystal.plugin.widgets._layers import shapes_annotation, slide_path
+from napari_crystal.plugin.widgets._runner import Runner
+from napari_crystal.plugin.widgets._ui import count_table, job_row, wrapped
 
 if TYPE_CHECKING:
     import napari

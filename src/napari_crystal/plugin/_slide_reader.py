@@ -5,8 +5,14 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from napari_crystal.nedc import find_annotation
-from napari_crystal.slide import SLIDE_ONLY_SUFFIXES, SLIDE_SUFFIXES, Slide, is_slide, open_slide
+from napari_crystal.io.nedc import find_annotation
+from napari_crystal.io.slide import (
+    SLIDE_ONLY_SUFFIXES,
+    SLIDE_SUFFIXES,
+    Slide,
+    is_slide,
+    open_slide,
+)
 
 
 def get_slide_reader(path):
@@ -48,8 +54,8 @@ def slide_layer(slide: Slide, name: str | None = None):
 
 def blank_annotation_layer(slide: Slide) -> tuple:
     """An empty Shapes layer with the slide's header, so regions drawn on it save as NEDC files."""
-    from napari_crystal._reader import annotation_layers
-    from napari_crystal.nedc import Annotation
+    from napari_crystal.io.nedc import Annotation
+    from napari_crystal.plugin._reader import annotation_layers
 
     rows, cols = slide.shape
     blank = Annotation([], slide.mpp, int(cols), int(rows), slide.path.stem, "breast")
@@ -62,7 +68,7 @@ def annotation_for(slide: Slide) -> list:
     A slide with no annotation beside it gets an empty annotation Shapes layer to draw on.
     """
     from napari_crystal.errors import CrystalError
-    from napari_crystal.nedc import read_annotation
+    from napari_crystal.io.nedc import read_annotation
 
     path, shape = slide.path, slide.shape
     ann_path = find_annotation(path)
@@ -81,7 +87,7 @@ def annotation_for(slide: Slide) -> list:
             f"{path.name} is {shape[1]} x {shape[0]}; shown at level-0 pixels anyway",
             stacklevel=2,
         )
-    from napari_crystal._reader import annotation_layers
+    from napari_crystal.plugin._reader import annotation_layers
 
     return list(annotation_layers(ann, name=f"{path.stem} annotation"))
 

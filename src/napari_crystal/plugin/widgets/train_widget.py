@@ -29,13 +29,13 @@ from napari.utils.notifications import show_error
 from psygnal import Signal
 
 from napari_crystal import palette
+from napari_crystal.dataset import Dataset, load_dataset
 from napari_crystal.errors import Cancelled, CrystalError, DatasetError, ModelError
 from napari_crystal.experiment import train_on_dataset
-from napari_crystal.masks import Dataset, load_dataset
+from napari_crystal.plugin.widgets._runner import Runner
+from napari_crystal.plugin.widgets._ui import count_table, job_row, wrapped
+from napari_crystal.plugin.widgets.mask_widget import PROGRESS_S, latest_dataset
 from napari_crystal.training import CRYSTAL_MODES, DEFAULT_PARAMS, Model, save_model
-from napari_crystal.widgets._runner import Runner
-from napari_crystal.widgets._ui import count_table, job_row, wrapped
-from napari_crystal.widgets.mask_widget import PROGRESS_S, latest_dataset
 
 if TYPE_CHECKING:
     import napari

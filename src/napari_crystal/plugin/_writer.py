@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from napari_crystal.errors import AnnotationError
-from napari_crystal.nedc import Annotation, Region, region_tissues, write_annotation
+from napari_crystal.io.nedc import Annotation, Region, region_tissues, write_annotation
 
 SAVABLE = ("polygon", "rectangle", "path")
 DEFAULT_TISSUE = "breast"

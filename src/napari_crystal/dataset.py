@@ -1,0 +1,480 @@
+"""Datasets: a patch table plus one ``np.packbits`` row per patch, saved as a zarr directory.
+
+Row ``i`` of ``packed`` is the row-major mask of patch ``i``, 1 bit per pixel. Corpus builds
+run over slides with dask, write per-chunk results atomically into ``<out>.work/`` so an
+interrupted build resumes, and skip a rebuild whose inputs did not change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_crystal import __version__
+from napari_crystal.errors import Cancelled, DatasetError
+from napari_crystal.masks import CHANNELS, METHODS, RESIZE_RULE, THRESHOLD_RULE, make_mask
+from napari_crystal.parallel import run_tasks, scheduler_kind
+from napari_crystal.patches import COLUMNS, LEVEL_RULE, STRING_COLUMNS, Patch, PatchTable
+from napari_crystal.patches import region_patches as _region_patches
+
+FORMAT = "napari-crystal-dataset"
+VERSION = 1
+SLIDE_SUFFIXES = (".svs", ".tif", ".tiff")
+PACK_CHUNK = 1024  # rows per zarr chunk of the packed masks
+
+Progress = Callable[[int, int], None] | None
+
+# --------------------------------------------------------------------------- datasets
+
+
+def _nbytes(size: int) -> int:
+    return -(-size * size // 8)
+
+
+@dataclass
+class Dataset:
+    """Patch table + packed masks (``packed[i]`` = ``np.packbits`` of mask i, row-major).
+
+    ``packed`` is a numpy array or, for a loaded dataset, a lazy zarr array: slice it by rows.
+    """
+
+    table: PatchTable
+    packed: Any
+    size: int
+    method: str
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    @classmethod
+    def from_packed(
+        cls, packed: np.ndarray, labels, size: int, method: str = "threshold", slide: str = ""
+    ) -> Dataset:
+        """A dataset of masks made elsewhere: packed rows and their labels, no slide boxes."""
+        n = len(packed)
+        zeros = np.zeros(n, dtype=np.int64)
+        table = PatchTable(
+            slide=np.full(n, slide), region_id=np.arange(n), label=np.asarray(labels, dtype=str),
+            top=zeros, left=zeros, height=zeros + size, width=zeros + size, level=zeros,
+            kind=np.full(n, "region"), index=np.arange(n),
+        )  # fmt: skip
+        return cls(table, packed, int(size), method, {"channel": "grey"})
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Label string per patch."""
+        return self.table.label
+
+    def unpack(self, rows: slice | np.ndarray | Sequence[int] = slice(None)) -> np.ndarray:
+        """Masks of ``rows`` as (k, size*size) uint8 0/1 vectors."""
+        packed = np.asarray(self.packed[rows] if isinstance(rows, slice) else self._take(rows))
+        return np.unpackbits(packed, axis=1, count=self.size * self.size)
+
+    def _take(self, rows) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.intp)
+        if isinstance(self.packed, np.ndarray):
+            return self.packed[rows]
+        return np.asarray(self.packed.get_orthogonal_selection((rows, slice(None))))
+
+    def mask(self, i: int) -> np.ndarray:
+        """Mask ``i`` as a (size, size) bool image."""
+        return self.unpack(slice(i, i + 1))[0].reshape(self.size, self.size).astype(bool)
+
+    def iter_packed(self, chunk: int = PACK_CHUNK) -> Iterator[tuple[int, np.ndarray]]:
+        """(start, packed rows) in chunks: bounded memory whatever the dataset size."""
+        for start in range(0, len(self), chunk):
+            yield start, np.asarray(self.packed[start : start + chunk])
+
+    def iter_features(
+        self, chunk: int = PACK_CHUNK, dtype=np.uint8
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """(start, (k, size*size) feature vectors) in chunks, unpacked only chunk by chunk."""
+        for start, block in self.iter_packed(chunk):
+            yield start, np.unpackbits(block, axis=1, count=self.size * self.size).astype(dtype)
+
+
+def _check_format(method: str, size: int, channel: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"unknown mask method {method!r}; expected one of {METHODS}")
+    if channel not in CHANNELS:
+        raise ValueError(f"unknown threshold channel {channel!r}; expected one of {CHANNELS}")
+    if int(size) < 1:
+        raise ValueError(f"mask size must be positive, got {size}")
+
+
+def _meta(method, size, channel, **extra) -> dict:
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "method": method,
+        "size": int(size),
+        "channel": channel,
+        "level_rule": LEVEL_RULE,
+        "resize_rule": RESIZE_RULE,
+        "threshold_rule": THRESHOLD_RULE,
+        "napari_crystal": __version__,
+        **extra,
+    }
+
+
+def _polygon_for(patch: Patch, regions: Sequence, method: str):
+    """The polygon a patch's mask is restricted to (None: the whole box)."""
+    if patch.kind == "region":
+        return regions[patch.index].coords
+    if method == "polygon":
+        for region in regions:
+            if int(region.region_id) == patch.region_id:
+                return region.coords
+        return np.zeros((0, 2))
+    return None
+
+
+def _is_dataset(path: Path) -> bool:
+    meta = path / "zarr.json"
+    if not meta.is_file():
+        return False
+    try:
+        attrs = json.loads(meta.read_text()).get("attributes", {})
+    except (OSError, ValueError):
+        return False
+    return attrs.get("format") == FORMAT
+
+
+def _write_zarr(path: Path, table: PatchTable, blocks: Iterator[np.ndarray], meta: dict) -> None:
+    """Write a dataset directory at ``path`` (which must not exist) from packed row blocks."""
+    import zarr
+
+    n, nbytes = len(table), _nbytes(int(meta["size"]))
+    group = zarr.open_group(store=str(path), mode="w", zarr_format=3)
+    cats: dict[str, list[str]] = {}
+    tgroup = group.create_group("table")
+    for name in COLUMNS:
+        col = getattr(table, name)
+        if name in STRING_COLUMNS:
+            values, codes = np.unique(col, return_inverse=True)
+            cats[name] = [str(v) for v in values]
+            col = codes.astype(np.int32).reshape(-1)
+        tgroup.create_array(name, data=np.ascontiguousarray(col), chunks=(max(1, len(col)),))
+    packed = group.create_array(
+        "packed", shape=(n, nbytes), dtype="uint8", chunks=(max(1, min(n, PACK_CHUNK)), nbytes)
+    )
+    start = 0
+    for block in blocks:
+        block = np.asarray(block, dtype=np.uint8).reshape(-1, nbytes)
+        packed[start : start + len(block)] = block
+        start += len(block)
+    if start != n:
+        raise DatasetError(path, f"wrote {start} mask rows for {n} patches")
+    group.attrs.update({**meta, "n": n, "nbytes": nbytes, "categories": cats})
+
+
+def _replace_dir(tmp: Path, path: Path) -> None:
+    """Put the finished directory ``tmp`` at ``path``; an old dataset there goes only after."""
+    if path.exists() or path.is_symlink():
+        if not _is_dataset(path):
+            raise DatasetError(path, "exists and is not a napari-crystal dataset; not overwriting")
+        old = path.with_name(f".{path.name}.old-{os.getpid()}")
+        os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, path)
+
+
+def _save(path, table: PatchTable, blocks: Iterator[np.ndarray], meta: dict) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not _is_dataset(path):
+        raise DatasetError(path, "exists and is not a napari-crystal dataset; not overwriting")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        shutil.rmtree(tmp)
+        _write_zarr(tmp, table, blocks, meta)
+        _replace_dir(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def save_dataset(ds: Dataset, path) -> Path:
+    """Write ``ds`` as a zarr directory at ``path`` atomically (temp folder, then rename)."""
+    meta = {**ds.meta, **_meta(ds.method, ds.size, ds.meta.get("channel", "grey"))}
+    return _save(path, ds.table, (b for _, b in ds.iter_packed()), meta)
+
+
+def load_dataset(path) -> Dataset:
+    """Open a dataset directory: table and metadata in memory, masks lazily (zarr)."""
+    import zarr
+
+    path = Path(path)
+    if not path.exists():
+        raise DatasetError(path, "no such dataset")
+    if not _is_dataset(path):
+        raise DatasetError(path, "not a napari-crystal dataset (no dataset metadata)")
+    group = zarr.open_group(store=str(path), mode="r")
+    meta = dict(group.attrs)
+    if int(meta.get("version", -1)) > VERSION:
+        raise DatasetError(
+            path, f"dataset format version {meta.get('version')} is newer than {VERSION}"
+        )
+    cats = meta.pop("categories", {})
+    meta["path"] = str(path)
+    columns = {}
+    for name in COLUMNS:
+        col = np.asarray(group["table"][name][:])
+        if name in STRING_COLUMNS:
+            col = np.asarray(cats[name] or [""], dtype=str)[col] if len(col) else col.astype(str)
+        columns[name] = col
+    packed = group["packed"]
+    if packed.shape != (int(meta["n"]), _nbytes(int(meta["size"]))):
+        raise DatasetError(path, f"packed masks have shape {packed.shape}, metadata disagree")
+    return Dataset(
+        PatchTable.from_columns(columns), packed, int(meta["size"]), meta["method"], meta
+    )
+
+
+# --------------------------------------------------------------------------- building
+
+
+def _mask_rows(slide, table: PatchTable, regions, method, size, channel, cancel=None, tick=None):
+    """Packed masks of ``table``'s patches of one open slide."""
+    out = np.empty((len(table), _nbytes(size)), dtype=np.uint8)
+    for i, patch in enumerate(table):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled()
+        mask = make_mask(slide, patch, _polygon_for(patch, regions, method), method, size, channel)
+        out[i] = np.packbits(mask.reshape(-1))
+        if tick is not None:
+            tick(i + 1)
+    return out
+
+
+def dataset_for_slide(
+    slide,
+    annotation,
+    method: str = "threshold",
+    size: int = 256,
+    progress: Progress = None,
+    cancel: threading.Event | None = None,
+    channel: str = "grey",
+    patches: PatchTable | None = None,
+) -> Dataset:
+    """In-memory dataset of one slide (path or open ``Slide``) and an ``Annotation``.
+
+    The patches are the annotation's regions unless ``patches`` (e.g. NEDC frames) is given.
+    For the napari widget: progress per patch, cancellable between patches.
+    """
+    from napari_crystal.io.slide import open_slide
+
+    _check_format(method, size, channel)
+    owned = isinstance(slide, (str, os.PathLike))
+    opened = open_slide(slide) if owned else slide
+    try:
+        table = _region_patches(opened, annotation, size) if patches is None else patches
+        total = len(table)
+        tick = None if progress is None else (lambda done: progress(done, total))
+        packed = _mask_rows(opened, table, annotation.regions, method, size, channel, cancel, tick)
+    finally:
+        if owned:
+            opened.close()
+    meta = _meta(method, size, channel, slide=str(getattr(opened, "path", slide)))
+    return Dataset(table, packed, size, method, meta)
+
+
+def slide_files(folder) -> list[Path]:
+    """Slides under ``folder`` (recursive, sorted): the NEDC layout nests them by patient."""
+    folder = Path(folder)
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in SLIDE_SUFFIXES)
+
+
+@dataclass
+class _Part:
+    """One task: a chunk of one slide's patches, written to ``name`` in the work folder."""
+
+    name: str
+    slide: str
+    rows: slice
+    key: str
+
+
+def _stat_key(path: Path) -> list:
+    st = path.stat()
+    return [path.name, st.st_size, st.st_mtime_ns]
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def _plan(folder: Path, size: int):
+    """Read every annotation and slide header up front: bad input fails before any mask work."""
+    from napari_crystal.io.nedc import find_annotation, read_annotation
+
+    if not folder.is_dir():
+        raise DatasetError(folder, "no such corpus folder")
+    slides = slide_files(folder)
+    if not slides:
+        raise DatasetError(folder, f"no slides ({', '.join(SLIDE_SUFFIXES)}) found")
+    found = [find_annotation(s) for s in slides]
+    if all(a is None for a in found):
+        raise DatasetError(
+            folder,
+            f"no NEDC annotations (.csv/.xml beside the slides) for any of {len(slides)} slides",
+        )
+    for slide, ann in zip(slides, found, strict=True):
+        if ann is None:
+            raise DatasetError(slide, "no annotation (.csv or .xml with the same stem) beside it")
+    plan = []
+    for slide, ann_path in zip(slides, found, strict=True):
+        annotation = read_annotation(ann_path)
+        table = _region_patches(slide, annotation, size)
+        plan.append((slide.resolve(), Path(ann_path), annotation, table))
+    if sum(len(t) for *_, t in plan) == 0:
+        raise DatasetError(folder, "the annotations hold no regions")
+    return plan
+
+
+def _build_part(slide_path, table_cols, polygons, method, size, channel, part_path, key, cancel):
+    """Dask task: masks of a chunk of one slide's patches, written atomically to ``part_path``."""
+    from napari_crystal.io.slide import open_slide
+
+    if cancel is not None and cancel.is_set():
+        raise Cancelled()
+    table = PatchTable.from_columns(table_cols)
+    regions = [_Region(i, c) for i, c in polygons]
+    slide = open_slide(slide_path)
+    try:
+        packed = _mask_rows(slide, table, regions, method, size, channel, cancel)
+    finally:
+        slide.close()
+    part_path = Path(part_path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{part_path.name}.", dir=part_path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, packed=packed, key=np.array(key))
+        os.replace(tmp, part_path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return len(table)
+
+
+@dataclass
+class _Region:
+    """The part of a region a task needs (picklable, small)."""
+
+    region_id: int
+    coords: np.ndarray
+
+
+def _part_done(path: Path, key: str) -> bool:
+    try:
+        with np.load(path) as data:
+            return str(data["key"]) == key
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def build_dataset(
+    corpus,
+    split: str | None,
+    out,
+    method: str = "threshold",
+    size: int = 256,
+    progress: Progress = None,
+    scheduler=None,
+    cancel: threading.Event | None = None,
+    channel: str = "grey",
+    chunk: int = 64,
+) -> Dataset:
+    """Masks of every annotated region of ``corpus/split``, saved at ``out`` and returned.
+
+    Runs one dask task per chunk of ``chunk`` patches of a slide: ``scheduler`` None or
+    "threads" (all cores), "processes", "sync", a dask.distributed address "tcp://host:port"
+    or a ``Client`` (workers must see the corpus and ``out``'s folder). Results are identical
+    whatever the scheduler. Finished chunks stay in ``<out>.work/`` until the dataset is saved,
+    so a rerun resumes; a rerun with unchanged inputs (slide and annotation sizes and mtimes,
+    method, size, channel, format) returns the saved dataset without work.
+    """
+    _check_format(method, size, channel)
+    kind = scheduler_kind(scheduler)
+    corpus = Path(corpus)
+    folder = corpus / split if split else corpus
+    out = Path(out)
+    if out.exists() and not _is_dataset(out):
+        raise DatasetError(out, "exists and is not a napari-crystal dataset; not overwriting")
+    plan = _plan(folder, size)
+    settings = [method, int(size), channel, VERSION, LEVEL_RULE, RESIZE_RULE, THRESHOLD_RULE]
+    parts: list[_Part] = []
+    calls: list[tuple] = []
+    for s, (slide, ann_path, annotation, table) in enumerate(plan):
+        inputs = [_stat_key(slide), _stat_key(ann_path), settings]
+        polygons = [(int(r.region_id), np.asarray(r.coords)) for r in annotation.regions]
+        for c, start in enumerate(range(0, len(table), chunk)):
+            rows = slice(start, min(start + chunk, len(table)))
+            key = _digest([inputs, s, rows.start, rows.stop])
+            parts.append(_Part(f"{s:05d}-{c:04d}.npz", str(slide), rows, key))
+            calls.append((str(slide), table[rows].columns(), polygons))
+    inputs_hash = _digest(
+        [str(folder.relative_to(corpus)) if split else "", [p.key for p in parts]]
+    )
+    table = PatchTable.concat([t for *_, t in plan])
+    total = len(table)
+    if _is_dataset(out):
+        try:
+            done = load_dataset(out)
+        except DatasetError:
+            done = None
+        if done is not None and done.meta.get("inputs_hash") == inputs_hash:
+            if progress is not None:
+                progress(total, total)
+            return done
+    work = out.with_name(out.name + ".work")
+    work.mkdir(parents=True, exist_ok=True)
+    sizes = [p.rows.stop - p.rows.start for p in parts]
+    finished = [_part_done(work / p.name, p.key) for p in parts]
+    done_count = sum(n for n, f in zip(sizes, finished, strict=True) if f)
+    if progress is not None:
+        progress(done_count, total)
+    pending = [i for i, f in enumerate(finished) if not f]
+    threads_cancel = cancel if kind in ("threads", "sync") else None  # an Event does not pickle
+    run = [
+        (*calls[i], method, int(size), channel, str(work / parts[i].name), parts[i].key,
+         threads_cancel)
+        for i in pending
+    ]  # fmt: skip
+
+    def on_done(j: int) -> None:
+        nonlocal done_count
+        done_count += sizes[pending[j]]
+        if progress is not None:
+            progress(done_count, total)
+
+    if run:
+        run_tasks(_build_part, run, scheduler, on_done, cancel)
+
+    def blocks() -> Iterator[np.ndarray]:
+        for p in parts:
+            with np.load(work / p.name) as data:
+                if str(data["key"]) != p.key:
+                    raise DatasetError(work / p.name, "changed while the dataset was assembled")
+                yield data["packed"]
+
+    meta = _meta(
+        method, size, channel, corpus=str(corpus.resolve()), split=split or "",
+        inputs_hash=inputs_hash, slides=len(plan),
+    )  # fmt: skip
+    _save(out, table, blocks(), meta)
+    shutil.rmtree(work, ignore_errors=True)
+    return load_dataset(out)
