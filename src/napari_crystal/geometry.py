@@ -146,3 +146,37 @@ def polygon_length(coords: np.ndarray) -> float:
     """Perimeter of a polygon, closing it if the last vertex is not the first."""
     closed = np.vstack([coords, coords[:1]])
     return float(np.hypot(*np.diff(closed, axis=0).T).sum())
+
+
+def box_coverage(mask: np.ndarray, downsample: float, top, left, height, width) -> np.ndarray:
+    """Share of each level-0 box ``[top, top+height) x [left, left+width)`` that ``mask`` covers.
+
+    ``mask`` pixel ``i`` covers level-0 ``[i*downsample, (i+1)*downsample)``; boxes may cut
+    mask pixels (counted by the area they share) and stick out of the mask (no coverage
+    there). Exact: bilinear reads of the summed-area table, which is bilinear per pixel.
+    """
+    m = np.asarray(mask, dtype=bool)
+    table = np.zeros((m.shape[0] + 1, m.shape[1] + 1))
+    table[1:, 1:] = m.cumsum(axis=0, dtype=np.float64).cumsum(axis=1)
+    t, lf, h, w = np.broadcast_arrays(
+        *(np.asarray(v, dtype=np.float64) for v in (top, left, height, width))
+    )
+    d = float(downsample)
+
+    def corner(y, x):  # covered area (mask pixels) of [0, y) x [0, x)
+        y = np.clip(y / d, 0, m.shape[0])
+        x = np.clip(x / d, 0, m.shape[1])
+        y0 = np.minimum(np.floor(y).astype(np.intp), max(m.shape[0] - 1, 0))
+        x0 = np.minimum(np.floor(x).astype(np.intp), max(m.shape[1] - 1, 0))
+        fy, fx = y - y0, x - x0
+        y1 = np.minimum(y0 + 1, m.shape[0])
+        x1 = np.minimum(x0 + 1, m.shape[1])
+        top_ = table[y0, x0] * (1 - fx) + table[y0, x1] * fx
+        bottom = table[y1, x0] * (1 - fx) + table[y1, x1] * fx
+        return top_ * (1 - fy) + bottom * fy
+
+    covered = corner(t + h, lf + w) - corner(t, lf + w) - corner(t + h, lf) + corner(t, lf)
+    area = h * w / (d * d)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = np.where(area > 0, covered / area, 0.0)
+    return np.clip(share, 0.0, 1.0)

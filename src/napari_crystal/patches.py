@@ -321,12 +321,16 @@ def frame_patches(
     slide: str = "",
     downsamples: Sequence[float] = (1.0,),
     size: int = 256,
+    tissue=None,
+    min_tissue: float = 0.25,
 ) -> PatchTable:
     """NEDC frames of a slide as patches: box = the window centred on the frame (level 0).
 
     Every frame is a row (row-major, ``index`` = frame number); the label is the first region
     covering ``threshold`` of the window (``label_frames``), "" and region id -1 otherwise.
-    Windows at the edges stick out of the slide; reading pads them.
+    Windows at the edges stick out of the slide; reading pads them. With a ``tissue`` mask
+    (:func:`napari_crystal.tissue.tissue_mask`) only windows with at least ``min_tissue`` of
+    tissue are kept, with their frame numbers.
     """
     labels = label_frames(annotation, shape, frame, window, threshold).ravel()
     n_rows, n_cols, margin = frame_grid(shape, frame, window)
@@ -339,7 +343,7 @@ def frame_patches(
         ids = np.arange(len(names), dtype=np.int64)
         ids[-1] = -1
     n = len(labels)
-    return PatchTable(
+    table = PatchTable(
         slide=np.full(n, str(slide)),
         region_id=ids[labels],
         label=names[labels],
@@ -351,3 +355,8 @@ def frame_patches(
         kind=np.full(n, "frame"),
         index=np.arange(n),
     )
+    if tissue is None:
+        return table
+    from napari_crystal.tissue import on_tissue
+
+    return on_tissue(table, tissue, min_tissue)
