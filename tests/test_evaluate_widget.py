@@ -76,6 +76,7 @@ def test_dataset_evaluation_comparison_export_and_theme(
 
     viewer = make_napari_viewer()
     w = EvaluateWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Evaluate classifier")
     w.model.value = artefacts / "merge.skops"
     w.model_b.value = artefacts / "drop.skops"
     w.dataset.value = artefacts / "eval.zarr"
@@ -126,6 +127,7 @@ def test_open_slide_evaluation_and_overlay(make_napari_viewer, qtbot, artefacts,
     path = sorted((tiny_corpus / "eval").glob("*.svs"))[0]
     image, shapes, ann = _open_slide(viewer, path)
     w = EvaluateWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Evaluate classifier")
     w.model.value = artefacts / "merge.skops"
     w.source.value = SLIDE
     w.slide.value, w.annotation_layer.value = image, shapes
@@ -162,6 +164,7 @@ def test_bad_input_is_a_notification_and_the_widget_stays_usable(
 
     viewer = make_napari_viewer()
     w = EvaluateWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Evaluate classifier")
     # no model
     w.dataset.value = artefacts / "eval.zarr"
     assert w.run() is None and "choose a model file" in messages[-1][1]

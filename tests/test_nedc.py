@@ -175,13 +175,19 @@ def test_write_is_atomic(tmp_path, monkeypatch):
     target.write_text("previous content\n")
     ann = read_annotation(CSV)
 
+    from napari_crystal import _atomic
+
+    calls = []
+
     def broken_replace(src, dst):
+        calls.append(Path(dst))
         raise OSError("disk full")
 
-    monkeypatch.setattr(nedc.os, "replace", broken_replace)
+    monkeypatch.setattr(_atomic.os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
         write_annotation(ann, target)
     assert target.read_text() == "previous content\n"
+    assert calls == [target]  # the writer really went through the atomic rename
     assert os.listdir(tmp_path) == ["out.csv"]  # no temporary file left behind
     monkeypatch.undo()
     write_annotation(ann, target)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from magicgui.widgets import Container, Label, ProgressBar, PushButton, Table
+from magicgui.widgets import Container, Label, ProgressBar, PushButton, RadioButtons, Table
 
 
 def job_row(bar: ProgressBar, cancel: PushButton) -> Container:
@@ -24,3 +24,16 @@ def wrapped(label: Label) -> Label:
     """A label that wraps long text (paths) instead of widening the dock."""
     label.native.setWordWrap(True)
     return label
+
+
+class FixedRadioButtons(RadioButtons):
+    """Radio buttons with fixed choices, left alone by napari's ``reset_choices``.
+
+    magicgui rebuilds every button on each reset (napari resets docked widgets whenever a
+    layer is added or removed), leaving the old buttons parentless until Qt deletes them.
+    """
+
+    def reset_choices(self, *_: object) -> None:
+        """Fill the buttons once; later resets have nothing to refresh."""
+        if not self.choices:
+            super().reset_choices()

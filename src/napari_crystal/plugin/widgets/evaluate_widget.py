@@ -22,7 +22,6 @@ from magicgui.widgets import (
     Label,
     ProgressBar,
     PushButton,
-    RadioButtons,
     SpinBox,
     Table,
 )
@@ -37,6 +36,7 @@ from napari_crystal.plugin.widgets._layers import (
     slide_shape,
 )
 from napari_crystal.plugin.widgets._runner import Runner
+from napari_crystal.plugin.widgets._ui import FixedRadioButtons
 from napari_crystal.plugin.widgets.overlay import add_overlay_layers
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -207,7 +207,7 @@ class EvaluateWidget(Container):
         self.model_b = FileEdit(
             label="compare with (optional)", mode="r", filter="*.skops", nullable=True
         )
-        self.source = RadioButtons(
+        self.source = FixedRadioButtons(
             label="data", choices=[DATASET, SLIDE], value=DATASET, orientation="horizontal"
         )
         self.dataset = FileEdit(label="dataset", mode="d")
