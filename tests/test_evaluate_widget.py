@@ -14,6 +14,7 @@ pytest.importorskip("napari")
 
 from napari_crystal.plugin.widgets import _runner, evaluate_widget  # noqa: E402
 from napari_crystal.plugin.widgets.evaluate_widget import DATASET, SLIDE, EvaluateWidget  # noqa: E402
+from napari_crystal.reports import comparison_text  # noqa: E402
 
 pytestmark = pytest.mark.viewer
 
@@ -98,12 +99,10 @@ def test_dataset_evaluation_comparison_export_and_theme(
     ]
     dcis = direct.report.per_class["dcis"]
     assert table["data"][table["index"].index("dcis")][3] == f"{100 * dcis.f1:.1f}%"
-    # comparison line: difference with CI and McNemar p
+    # comparison: difference with CIs and McNemar p, in the core's words
     c = w.result.comparison
-    assert (
-        "Wald 95% CI" in w.comparison.value
-        and f"McNemar p = {c.mcnemar_p:.3g}" in w.comparison.value
-    )
+    assert w.comparison.value == comparison_text(c)
+    assert "95% CI Wald" in w.comparison.value and "McNemar p" in w.comparison.value
     assert w.which.choices == ("merge", "drop") and not w.which.native.isHidden()
     # confusion plot follows the theme
     assert w.figure.get_facecolor()[:3] != (1.0, 1.0, 1.0)
@@ -199,3 +198,45 @@ def test_bad_input_is_a_notification_and_the_widget_stays_usable(
     assert messages[-1][0] == "show_error" and "has no patches of slide" in messages[-1][1]
     assert len(viewer.layers) == n_layers and w.overlay is None
     assert w.overlay_button.enabled and w.export_button.enabled
+
+
+def test_cli_and_widget_say_the_same(make_napari_viewer, qtbot, artefacts, tmp_path, messages,
+                                     capsys):  # fmt: skip
+    """Class-coverage warnings and the comparison: one core text, in the CLI and the widget."""
+    from napari_crystal.cli import main
+    from napari_crystal.dataset import Dataset, load_dataset, save_dataset
+
+    # eval data where a third of the patches carry a class neither model knows
+    eval_ds = load_dataset(artefacts / "eval.zarr")
+    table = eval_ds.table[np.arange(len(eval_ds))]
+    table.label = np.where(np.arange(len(table)) % 3 == 0, "mystery", table.label)
+    odd = save_dataset(
+        Dataset(table, np.asarray(eval_ds.packed[:]), eval_ds.size, eval_ds.method,
+                dict(eval_ds.meta)), tmp_path / "odd.zarr",
+    )  # fmt: skip
+    models = [artefacts / "merge.skops", artefacts / "drop.skops"]
+    args = ["compare", *map(str, models), str(odd), "--out", str(tmp_path / "r"), "--quiet"]
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    cli_warnings = [
+        line for line in err.splitlines() if line.startswith("napari-crystal: warning: ")
+    ]
+    assert len(cli_warnings) == 2 and all("cannot predict mystery" in x for x in cli_warnings)
+
+    viewer = make_napari_viewer()
+    w = EvaluateWidget(viewer)
+    qtbot.addWidget(w.native)
+    w.model.value, w.model_b.value = models
+    w.dataset.value = odd
+    w.run()
+    _wait(qtbot, w)
+    assert w.result is not None, messages
+    assert [m for k, m in messages if k == "show_warning"] == cli_warnings
+    assert w.comparison.value == comparison_text(w.result.comparison)
+    assert w.comparison.value in out  # the CLI printed the very same lines
+    # same-stem models get the same names in both
+    from napari_crystal.experiment import model_names
+
+    assert model_names([tmp_path / "a" / "m.skops", tmp_path / "b" / "m.skops"]) == [
+        "m (A)", "m (B)",
+    ]  # fmt: skip

@@ -17,13 +17,13 @@ from napari_crystal.errors import Cancelled  # noqa: E402
 from napari_crystal.io.nedc import read_annotation  # noqa: E402
 from napari_crystal.masks import resize_mask  # noqa: E402
 from napari_crystal.plugin.widgets import mask_widget  # noqa: E402
+from napari_crystal.plugin.widgets._layers import mask_dataset  # noqa: E402
 from napari_crystal.plugin.widgets.mask_widget import (  # noqa: E402
     CORPUS,
     GALLERY,
     LABELS,
     PREVIEW,
     MaskWidget,
-    latest_dataset,
 )
 
 pytestmark = pytest.mark.viewer
@@ -75,7 +75,8 @@ def test_layers_gallery_counts_selection_and_save(
     assert len(ds) == len(ann.regions) and ds.size == 64 and ds.method == "threshold"
     assert np.array_equal(np.asarray(ds.packed), np.asarray(direct.packed))
     assert list(ds.labels) == [r.label for r in ann.regions]
-    assert latest_dataset(viewer)[0] is ds
+    found, path = mask_dataset(viewer)
+    assert found is ds and path is None  # in memory, not saved yet
 
     # counts table: one row per class present, then the total
     table = widget.counts.to_dict("list")
@@ -120,6 +121,8 @@ def test_layers_gallery_counts_selection_and_save(
     back = core.load_dataset(out)
     assert np.array_equal(np.asarray(back.packed[:]), np.asarray(ds.packed))
     assert list(back.labels) == list(ds.labels) and str(out) in widget.status.value
+    found, path = mask_dataset(viewer)
+    assert found is ds and path == str(out)  # the train widget now names the file
 
 
 def test_corpus_split_builds_into_the_dataset_file(
@@ -142,6 +145,8 @@ def test_corpus_split_builds_into_the_dataset_file(
     assert len(saved) == len(widget.dataset) > 0 and saved.method == "polygon"
     assert widget.counts.to_dict("list")["masks"][-1] == len(saved)
     assert viewer.layers[GALLERY].metadata["layout"]["n"] == len(saved)
+    found, path = mask_dataset(viewer)
+    assert found is widget.dataset and path == str(out)
 
 
 def test_bad_input_is_reported_and_nothing_runs(make_napari_viewer, qtbot, tiny_corpus, tmp_path):

@@ -15,7 +15,8 @@ from qtpy.QtCore import QTimer  # noqa: E402
 from napari_crystal.dataset import Dataset, build_dataset, load_dataset, save_dataset  # noqa: E402
 from napari_crystal.errors import Cancelled, DatasetError  # noqa: E402
 from napari_crystal.experiment import train_on_dataset  # noqa: E402
-from napari_crystal.plugin.widgets.mask_widget import MaskWidget, latest_dataset  # noqa: E402
+from napari_crystal.plugin.widgets._layers import mask_dataset  # noqa: E402
+from napari_crystal.plugin.widgets.mask_widget import GALLERY, MaskWidget  # noqa: E402
 from napari_crystal.plugin.widgets.train_widget import FROM_FILE, FROM_MASKS, TrainWidget  # noqa: E402
 from napari_crystal.training import DEFAULT_PARAMS, load_model  # noqa: E402
 from test_mask_widget import first_slide, open_slide_layers  # noqa: E402
@@ -215,4 +216,9 @@ def test_docked_from_the_plugin_menu_they_share_the_dataset(
     masks.run()
     qtbot.waitUntil(lambda: not masks.runner.busy, timeout=30_000)
     # each widget got its own proxy of the viewer; the dataset is found through either
-    assert latest_dataset(train.viewer)[0] is masks.dataset is not None
+    assert mask_dataset(train.viewer)[0] is masks.dataset is not None
+    assert "16x16 (polygon)" in train.dataset_info.value  # the train widget saw it arrive
+    viewer.layers.remove(GALLERY)  # the dataset goes with its gallery
+    assert (
+        mask_dataset(train.viewer) == (None, None) and "no masks yet" in train.dataset_info.value
+    )

@@ -485,3 +485,213 @@ def _take(packed, rows: np.ndarray) -> np.ndarray:
     if isinstance(packed, np.ndarray):
         return packed[idx]
     return np.asarray(packed.get_orthogonal_selection((idx, slice(None))))
+
+
+# ------------------------------------------------ one or two models evaluated (CLI and widgets)
+
+
+def model_names(paths: Sequence[str | os.PathLike]) -> list[str]:
+    """Display names of models from their files: the stems, ``stem (A)``/``stem (B)`` when
+    two share one (as the report's A and B columns)."""
+    names = [Path(p).stem for p in paths]
+    if len(names) == 2 and names[0] == names[1]:
+        names = [f"{n} ({ab})" for n, ab in zip(names, "AB", strict=True)]
+    return names
+
+
+def coverage_warning(name: str, missing: Sequence[str]) -> str:
+    """The warning for data holding classes a model cannot predict (see `check_classes`)."""
+    return (
+        f"{name} cannot predict {', '.join(missing)} (not among its classes): "
+        "those patches are all counted wrong"
+    )
+
+
+@dataclass
+class EvaluationRun:
+    """One or two models evaluated on the same data: per model its evaluation (on a slide
+    also its predictions) and, for two, their comparison."""
+
+    names: list[str]
+    models: list[Model]
+    evaluations: list[Evaluation | None]
+    comparison: Comparison | None = None
+    missing: list[list[str]] = field(default_factory=list)
+    dataset: Dataset | None = None
+    dataset_path: str | None = None
+    slide: list[SlidePredictions] = field(default_factory=list)
+    annotation: Any = None
+    slide_file: str | None = None
+    shape: tuple[int, int] | None = None
+
+    @property
+    def reports(self) -> list[Report]:
+        """Reports of the models that could be scored."""
+        return [e.report for e in self.evaluations if e is not None]
+
+    @property
+    def warnings(self) -> list[str]:
+        """One `coverage_warning` per model that cannot predict some of the data's classes."""
+        return [coverage_warning(n, m) for n, m in zip(self.names, self.missing, strict=True) if m]
+
+
+def _load_models(models: Sequence[Model | str | os.PathLike], names: Sequence[str] | None):
+    from napari_crystal.training import load_model
+
+    loaded = [m if isinstance(m, Model) else load_model(m) for m in models]
+    if not 1 <= len(loaded) <= 2:
+        raise ValueError("evaluate one model or compare two")
+    if names is None:
+        names = model_names([m.path or f"model {k + 1}" for k, m in enumerate(loaded)])
+    return loaded, list(names)
+
+
+def _share(progress: Progress, k: int, n: int) -> Progress:
+    """Progress of the ``k``-th of ``n`` equal parts, reported as progress of the whole."""
+    return None if progress is None else (lambda d, t: progress(k * t + d, n * t))
+
+
+def evaluate_models(
+    models: Sequence[Model | str | os.PathLike],
+    dataset: Dataset | str | os.PathLike,
+    *,
+    names: Sequence[str] | None = None,
+    test_set: str | None = None,
+    level: float = 0.95,
+    chunk: int = 1024,
+    progress: Progress = None,
+    cancel: threading.Event | None = None,
+    n_jobs: int | None = None,
+    scheduler: Any = None,
+) -> EvaluationRun:
+    """Evaluate one model, or compare two, on a dataset (what ``evaluate``/``compare`` run).
+
+    Every model is checked against the data (mask size and method, classes in common) before
+    the long work; ``missing`` lists the data's classes each model cannot predict. Models are
+    files or loaded `Model`\\ s, named by `model_names` unless ``names`` are given.
+    """
+    from napari_crystal.dataset import load_dataset
+
+    models, names = _load_models(models, names)
+    path = None if isinstance(dataset, Dataset) else str(dataset)
+    if path is not None:
+        dataset = load_dataset(path)
+    where = path or (dataset.meta or {}).get("path")
+    if test_set is None:
+        test_set = Path(str(where)).stem if where else ""
+    missing = []
+    for model in models:
+        check_compatible(model, size=dataset.size, method=dataset.method, path=where)
+        missing.append(check_classes(model, model_truth(model, dataset.labels), where))
+    evaluations = [
+        evaluate_model(
+            model,
+            dataset,
+            name=name,
+            test_set=test_set,
+            chunk=chunk,
+            progress=_share(progress, k, len(models)),
+            cancel=cancel,
+            n_jobs=n_jobs,
+            scheduler=scheduler,
+        )  # fmt: skip
+        for k, (model, name) in enumerate(zip(models, names, strict=True))
+    ]
+    comparison = None
+    if len(evaluations) == 2:
+        comparison = compare_evaluations(
+            *evaluations, names=tuple(names), level=level, test_set=test_set
+        )
+    return EvaluationRun(names, models, evaluations, comparison, missing, dataset, path)
+
+
+def evaluate_models_on_slide(
+    models: Sequence[Model | str | os.PathLike],
+    slide_file: str | os.PathLike,
+    annotation=None,
+    *,
+    shape: Sequence[int] | None = None,
+    names: Sequence[str] | None = None,
+    patches: str = "regions",
+    frame: int = 250,
+    window: int = 500,
+    threshold: float = 0.5,
+    level: float = 0.95,
+    progress: Progress = None,
+    cancel: threading.Event | None = None,
+) -> EvaluationRun:
+    """`predict_slide` for one or two models on one slide, scored where labelled, compared.
+
+    Without an ``annotation`` the slide's NEDC frames are predicted (none is scored). Two
+    models whose masks are made the same way share them.
+    """
+    from napari_crystal.io.annotation import Annotation
+    from napari_crystal.io.slide import open_slide
+
+    models, names = _load_models(models, names)
+    if annotation is None:
+        annotation, patches = Annotation(regions=[], source=str(slide_file)), "frames"
+    runs: list[SlidePredictions] = []
+    with open_slide(slide_file) as slide:
+        for k, (model, name) in enumerate(zip(models, names, strict=True)):
+            same = [r for r, m in zip(runs, models, strict=False)
+                    if (m.size, m.method) == (model.size, model.method)]  # fmt: skip
+            runs.append(
+                predict_slide(
+                    model,
+                    slide,
+                    annotation,
+                    patches=patches,
+                    frame=frame,
+                    window=window,
+                    threshold=threshold,
+                    name=name,
+                    progress=_share(progress, k, len(models)),
+                    cancel=cancel,
+                    dataset=same[0].dataset if same else None,
+                )  # fmt: skip
+            )
+        if shape is None:
+            shape = slide.shape
+    evaluations = [r.evaluation for r in runs]
+    comparison = None
+    if len(runs) == 2 and all(e is not None for e in evaluations):
+        if len(evaluations[0].truth) == len(evaluations[1].truth):
+            comparison = compare_evaluations(
+                *evaluations, names=tuple(names), level=level, test_set=Path(slide_file).stem
+            )
+    return EvaluationRun(
+        names, models, evaluations, comparison, [r.missing for r in runs], runs[0].dataset,
+        None, runs, annotation, str(slide_file), (int(shape[0]), int(shape[1])),
+    )  # fmt: skip
+
+
+def run_prediction_map(
+    run: EvaluationRun,
+    slide_file: str | os.PathLike,
+    shape: Sequence[int] | None = None,
+    annotation=None,
+    *,
+    progress: Progress = None,
+    cancel: threading.Event | None = None,
+) -> PredictionMap:
+    """The first model's `PredictionMap` on a slide, from an `EvaluationRun`.
+
+    A slide run's own predictions are laid out directly; a dataset run's are those of the
+    slide's patches in the dataset (see `dataset_prediction_map`).
+    """
+    model = run.models[0]
+    if run.slide:
+        pred = run.slide[0]
+        table = pred.dataset.table
+        polygons = None
+        if annotation is not None and set(np.unique(table.kind).tolist()) == {"region"}:
+            polygons = region_polygons(table, annotation)
+        return build_prediction_map(
+            table, pred.predicted, pred.truth, pred.proba, model.classes, polygons, shape,
+            frame=pred.frame,
+        )  # fmt: skip
+    return dataset_prediction_map(
+        model, run.dataset, slide_file, shape, annotation, evaluation=run.evaluations[0],
+        progress=progress, cancel=cancel,
+    )  # fmt: skip

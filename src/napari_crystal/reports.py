@@ -126,19 +126,44 @@ def report_markdown(
             "|---|---|---|---:|---:|---:|---|---|---:|---:|---:|---:|---|",
         ]
         for c in comparisons:
+            f = comparison_cells(c)
             out.append(
-                f"| {c.test_set} | {c.name_a} | {c.name_b} | {_pct(c.correct_a / c.n)} | "
-                f"{_pct(c.correct_b / c.n)} | {100 * c.difference:+.1f} pp | "
-                f"[{100 * c.wald_ci[0]:+.1f}, {100 * c.wald_ci[1]:+.1f}] | "
-                f"[{100 * c.paired_ci[0]:+.1f}, {100 * c.paired_ci[1]:+.1f}] | {c.b} | {c.c} | "
-                f"{c.mcnemar_statistic:.3f} | {_format_p(c.mcnemar_p)} | {c.mcnemar_method} |"
+                f"| {c.test_set} | {c.name_a} | {c.name_b} | {f['accuracy_a']} | "
+                f"{f['accuracy_b']} | {f['difference']} | {f['wald_ci']} | {f['paired_ci']} | "
+                f"{c.b} | {c.c} | {f['statistic']} | {f['p']} | {c.mcnemar_method} |"
             )
         out.append("")
     return "\n".join(out)
 
 
-def _format_p(p: float) -> str:
-    return "< 0.0001" if p < 1e-4 else f"{p:.4f}"
+def comparison_cells(c: Comparison) -> dict[str, str]:
+    """A comparison's numbers as text (percentages, points, intervals, p), formatted once for
+    the Markdown table, `comparison_text`, the CLI and the widgets."""
+    return {
+        "accuracy_a": _pct(c.correct_a / c.n),
+        "accuracy_b": _pct(c.correct_b / c.n),
+        "difference": f"{100 * c.difference:+.1f} pp",
+        "level": f"{100 * c.level:g}%",
+        "wald_ci": f"[{100 * c.wald_ci[0]:+.1f}, {100 * c.wald_ci[1]:+.1f}]",
+        "paired_ci": f"[{100 * c.paired_ci[0]:+.1f}, {100 * c.paired_ci[1]:+.1f}]",
+        "statistic": f"{c.mcnemar_statistic:.3f}",
+        "p": "< 0.0001" if c.mcnemar_p < 1e-4 else f"{c.mcnemar_p:.4f}",
+    }
+
+
+def comparison_text(c: Comparison | None) -> str:
+    """A comparison in two lines, as the CLI prints it and the widgets show it ("" for None)."""
+    if c is None:
+        return ""
+    f = comparison_cells(c)
+    on = f"{c.test_set}: " if c.test_set else ""
+    p = f["p"] if f["p"].startswith("<") else f"= {f['p']}"
+    return (
+        f"{on}{c.name_a} {f['accuracy_a']} vs {c.name_b} {f['accuracy_b']} (n = {c.n}): "
+        f"difference {f['difference']}, {f['level']} CI Wald {f['wald_ci']}, "
+        f"paired {f['paired_ci']}\n"
+        f"  McNemar p {p} ({c.mcnemar_method}; b = {c.b}, c = {c.c})"
+    )
 
 
 def write_report_markdown(

@@ -44,6 +44,11 @@ def fail(message: str) -> int:
     return 2
 
 
+def warn(message: str) -> None:
+    """Print one warning line the way every command does (stderr; the work goes on)."""
+    print(f"{PROG}: warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: parse, run, and turn bad input into one line on stderr with status 2."""
     parser = build_parser()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from napari_crystal.cli import warn
 from napari_crystal.cli._progress import StepBars, progress_bar
 from napari_crystal.palette import count_by_class
 
@@ -135,68 +136,49 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluate(model_path: Path, ds, args, name: str):
-    from napari_crystal.experiment import evaluate_model
-    from napari_crystal.training import load_model
+def _evaluate_models(paths: list[Path], args: argparse.Namespace, **kwargs):
+    """`experiment.evaluate_models` with a progress bar; coverage warnings printed first."""
+    from napari_crystal.experiment import evaluate_models, model_names
 
-    model = load_model(model_path)
-    with progress_bar(f"predict {name}", "patch", args.quiet) as progress:
-        return evaluate_model(
-            model,
-            ds,
-            name=name,
-            test_set=args.dataset.stem,
-            progress=progress,
-            n_jobs=args.jobs,
-            scheduler=args.scheduler,
-        )
+    names = model_names(paths)
+    with progress_bar(f"predict {' and '.join(names)}", "patch", args.quiet) as progress:
+        run = evaluate_models(
+            paths, args.dataset, names=names, progress=progress, n_jobs=args.jobs,
+            scheduler=args.scheduler, **kwargs,
+        )  # fmt: skip
+    for text in run.warnings:
+        warn(text)
+    return run
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from napari_crystal.dataset import load_dataset
     from napari_crystal.experiment import write_reports
 
-    ds = load_dataset(args.dataset)
-    result = _evaluate(args.model, ds, args, args.model.stem)
-    files = write_reports(args.out, [result.report], title=f"Evaluation of {args.model.name}")
-    r = result.report
+    run = _evaluate_models([args.model], args)
+    files = write_reports(args.out, run.reports, title=f"Evaluation of {args.model.name}")
+    r = run.reports[0]
     print(f"{r.correct}/{r.n} correct, accuracy {100 * r.accuracy:.1f}%")
     print(f"report: {files['markdown']}")
     return 0
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from napari_crystal.dataset import load_dataset
-    from napari_crystal.experiment import compare_evaluations, write_reports
+    from napari_crystal.experiment import write_reports
+    from napari_crystal.reports import comparison_text
 
-    ds = load_dataset(args.dataset)
-    name_a, name_b = args.model_a.stem, args.model_b.stem
-    if name_a == name_b:
-        name_a, name_b = f"A:{name_a}", f"B:{name_b}"
-    a = _evaluate(args.model_a, ds, args, name_a)
-    b = _evaluate(args.model_b, ds, args, name_b)
-    cmp = compare_evaluations(
-        a, b, names=(name_a, name_b), level=args.level, test_set=args.dataset.stem
-    )
+    run = _evaluate_models([args.model_a, args.model_b], args, level=args.level)
+    name_a, name_b = run.names
     files = write_reports(
-        args.out, [a.report, b.report], [cmp], title=f"{name_a} against {name_b}"
+        args.out, run.reports, [run.comparison], title=f"{name_a} against {name_b}"
     )
-    print(_comparison_line(cmp))
+    print(comparison_text(run.comparison))
     print(f"report: {files['markdown']}")
     return 0
 
 
-def _comparison_line(c) -> str:
-    lo, hi = c.wald_ci
-    return (
-        f"{c.test_set}: {c.name_a} {100 * c.correct_a / c.n:.1f}% vs {c.name_b} "
-        f"{100 * c.correct_b / c.n:.1f}% (n={c.n}): difference {100 * c.difference:+.1f} pp, "
-        f"{100 * c.level:g}% CI [{100 * lo:+.1f}, {100 * hi:+.1f}], McNemar p={c.mcnemar_p:.3g}"
-    )
-
-
 def run_experiment_cmd(args: argparse.Namespace) -> int:
     from napari_crystal.experiment import run_experiment
+    from napari_crystal.reports import comparison_text
 
     with StepBars(args.quiet) as bars:
         result = run_experiment(
@@ -215,7 +197,7 @@ def run_experiment_cmd(args: argparse.Namespace) -> int:
             f"{r.test_set}: {r.name}: {r.correct}/{r.n} correct, accuracy {100 * r.accuracy:.1f}%"
         )
     for c in result.comparisons:
-        print(_comparison_line(c))
+        print(comparison_text(c))
     print("steps: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items()))
     print(f"report: {result.files['markdown']}")
     return 0

@@ -13,6 +13,10 @@ import numpy as np
 
 from napari_crystal.errors import DatasetError
 
+#: Layer-metadata keys of a mask dataset shown in the viewer (the Generate masks gallery):
+#: the `Dataset` itself and, once it is on disk, its file.
+DATASET_KEY, DATASET_PATH_KEY = "crystal_dataset", "crystal_dataset_path"
+
 
 def layers_of(viewer, kind: str) -> list[tuple[str, Any]]:
     """(name, layer) choices of the viewer's Image or Shapes layers, for combo boxes."""
@@ -20,6 +24,20 @@ def layers_of(viewer, kind: str) -> list[tuple[str, Any]]:
 
     cls = {"image": napari.layers.Image, "shapes": napari.layers.Shapes}[kind]
     return [(layer.name, layer) for layer in viewer.layers if isinstance(layer, cls)]
+
+
+def mask_dataset(viewer):
+    """(dataset, file or None) of the mask dataset shown in ``viewer``, or (None, None).
+
+    The Generate masks widget puts its dataset in its gallery layer's metadata, so any widget
+    of the same viewer finds it, and it goes away with the gallery. The topmost one wins.
+    """
+    for layer in reversed(list(viewer.layers)):
+        meta = getattr(layer, "metadata", None) or {}
+        dataset = meta.get(DATASET_KEY)
+        if dataset is not None:
+            return getattr(dataset, "__wrapped__", dataset), meta.get(DATASET_PATH_KEY)
+    return None, None
 
 
 def slide_shape(layer) -> tuple[int, int]:

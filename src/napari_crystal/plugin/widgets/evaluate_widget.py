@@ -4,16 +4,14 @@ Shows what the study reports: overall accuracy, per-class accuracy/precision/rec
 the confusion matrix (matplotlib, following napari's theme) and, for two models, the accuracy
 difference with its confidence intervals and McNemar's p. Exports the report with the same
 writer as the CLI, and builds the prediction overlay for the open slide. All work runs through
-`Runner` on the core functions of `experiment` and `predictions`.
+`Runner` on the API functions of `experiment` (the CLI's ``evaluate``/``compare`` run the same).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from magicgui.widgets import (
     ComboBox,
     Container,
@@ -29,6 +27,12 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt
 
 from napari_crystal.errors import CrystalError
+from napari_crystal.experiment import (
+    EvaluationRun,
+    evaluate_models,
+    evaluate_models_on_slide,
+    run_prediction_map,
+)
 from napari_crystal.plugin.widgets._layers import (
     layers_of,
     shapes_annotation,
@@ -38,6 +42,7 @@ from napari_crystal.plugin.widgets._layers import (
 from napari_crystal.plugin.widgets._runner import Runner
 from napari_crystal.plugin.widgets._ui import FixedRadioButtons
 from napari_crystal.plugin.widgets.overlay import add_overlay_layers
+from napari_crystal.reports import comparison_text
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -45,144 +50,6 @@ if TYPE_CHECKING:  # pragma: no cover
 DATASET, SLIDE = "dataset file", "open slide"
 FRAMES = "(none: NEDC frames)"
 COLUMNS = ("accuracy", "precision", "recall", "F1", "support")
-
-
-@dataclass
-class EvalResult:
-    """One run: per model its evaluation (and, on a slide, its predictions), the comparison."""
-
-    names: list[str]
-    models: list[Any]
-    evaluations: list[Any]
-    comparison: Any = None
-    dataset: Any = None
-    dataset_path: str | None = None
-    slide: list[Any] = field(default_factory=list)  # predictions.SlidePredictions per model
-    annotation: Any = None
-    slide_file: str | None = None
-    shape: tuple[int, int] | None = None
-    missing: list[list[str]] = field(default_factory=list)
-
-    @property
-    def reports(self) -> list:
-        """Reports of the models that could be scored."""
-        return [e.report for e in self.evaluations if e is not None]
-
-
-def _names(paths: list[Path]) -> list[str]:
-    names = [p.stem for p in paths]
-    if len(names) == 2 and names[0] == names[1]:
-        names = [f"{n} ({i})" for i, n in enumerate(names, start=1)]
-    return names
-
-
-def evaluate_dataset_job(model_paths, dataset_path, progress=None, cancel=None) -> EvalResult:
-    """Worker: load the models and the dataset, check they fit, evaluate, compare."""
-    from napari_crystal.dataset import load_dataset
-    from napari_crystal.evaluation import model_truth
-    from napari_crystal.experiment import compare_evaluations, evaluate_model
-    from napari_crystal.predictions import check_classes
-    from napari_crystal.training import check_compatible, load_model
-
-    paths = [Path(p) for p in model_paths]
-    models = [load_model(p) for p in paths]
-    dataset = load_dataset(dataset_path)
-    names, test_set = _names(paths), Path(dataset_path).stem
-    missing = []
-    for model in models:  # every input checked before the long work
-        check_compatible(model, size=dataset.size, method=dataset.method, path=dataset_path)
-        missing.append(check_classes(model, model_truth(model, dataset.labels), dataset_path))
-    evaluations = []
-    for k, (model, name) in enumerate(zip(models, names, strict=True)):
-        tick = None if progress is None else (
-            lambda d, t, k=k: progress(k * t + d, len(models) * t)
-        )  # fmt: skip
-        evaluations.append(
-            evaluate_model(
-                model, dataset, name=name, test_set=test_set, progress=tick, cancel=cancel
-            )  # fmt: skip
-        )
-    comparison = None
-    if len(evaluations) == 2:
-        comparison = compare_evaluations(*evaluations, names=tuple(names), test_set=test_set)
-    return EvalResult(
-        names, models, evaluations, comparison, dataset, str(dataset_path), missing=missing
-    )
-
-
-def evaluate_slide_job(
-    model_paths, slide_file, shape, annotation, patches, frame, window, threshold,
-    progress=None, cancel=None,
-) -> EvalResult:  # fmt: skip
-    """Worker: masks of the open slide's patches made each model's way, predicted, scored."""
-    from napari_crystal.experiment import compare_evaluations, predict_slide
-    from napari_crystal.io.slide import open_slide
-    from napari_crystal.training import load_model
-
-    paths = [Path(p) for p in model_paths]
-    models = [load_model(p) for p in paths]
-    names = _names(paths)
-    runs = []
-    slide = open_slide(slide_file)
-    try:
-        for k, (model, name) in enumerate(zip(models, names, strict=True)):
-            tick = None if progress is None else (
-                lambda d, t, k=k: progress(k * t + d, len(models) * t)
-            )  # fmt: skip
-            same = [r for r, m in zip(runs, models, strict=False)
-                    if (m.size, m.method) == (model.size, model.method)]  # fmt: skip
-            runs.append(
-                predict_slide(
-                    model,
-                    slide,
-                    annotation,
-                    patches=patches,
-                    frame=frame,
-                    window=window,
-                    threshold=threshold,
-                    name=name,
-                    progress=tick,
-                    cancel=cancel,
-                    dataset=same[0].dataset if same else None,
-                )  # fmt: skip
-            )
-    finally:
-        slide.close()
-    evaluations = [r.evaluation for r in runs]
-    comparison = None
-    if len(runs) == 2 and all(e is not None for e in evaluations):
-        if len(evaluations[0].truth) == len(evaluations[1].truth):
-            comparison = compare_evaluations(
-                *evaluations, names=tuple(names), test_set=Path(slide_file).stem
-            )
-    return EvalResult(
-        names, models, evaluations, comparison, runs[0].dataset, None, runs, annotation,
-        str(slide_file), tuple(shape), [r.missing for r in runs],
-    )  # fmt: skip
-
-
-def overlay_map_job(result: EvalResult, slide_file, shape, annotation, progress=None, cancel=None):
-    """Worker: the first model's `PredictionMap` on the open slide."""
-    from napari_crystal.experiment import dataset_prediction_map
-    from napari_crystal.predictions import build_prediction_map
-
-    model = result.models[0]
-    if result.slide:
-        run = result.slide[0]
-        table = run.dataset.table
-        polygons = None
-        if annotation is not None and set(np.unique(table.kind).tolist()) == {"region"}:
-            from napari_crystal.predictions import region_polygons
-
-            polygons = region_polygons(table, annotation)
-        return build_prediction_map(
-            table, run.predicted, run.truth, run.proba, model.classes, polygons, shape,
-            frame=run.frame,
-        )  # fmt: skip
-    return dataset_prediction_map(
-        model, result.dataset, slide_file, shape, annotation, evaluation=result.evaluations[0],
-        progress=progress, cancel=cancel,
-    )  # fmt: skip
 
 
 def is_dark(viewer) -> bool:
@@ -256,7 +123,7 @@ class EvaluateWidget(Container):
             [*inputs, self.run_button, self.export_button, self.overlay_button, self.which],
             self.cancel_button,
         )
-        self.result: EvalResult | None = None
+        self.result: EvaluationRun | None = None
         self.overlay = None
         self.files: dict[str, Path] = {}
         self.run_button.changed.connect(self.run)
@@ -324,32 +191,23 @@ class EvaluateWidget(Container):
                 ds = str(self.dataset.value or "")
                 if ds in ("", ".") or not Path(ds).exists():
                     raise CrystalError(ds or None, "choose a dataset (.zarr folder)")
-                args, fn = (paths, ds), evaluate_dataset_job
+                fn, args, kwargs = evaluate_models, (paths, ds), {}
             else:
                 _, path, shape, annotation = self._slide_inputs()
-                patches = self.patches.value
-                if annotation is None:
-                    from napari_crystal.io.nedc import Annotation
-
-                    annotation, patches = Annotation(regions=[], source=str(path)), "frames"
-                args = (
-                    paths, path, shape, annotation, patches, self.frame.value,
-                    self.window.value, self.threshold.value,
-                )  # fmt: skip
-                fn = evaluate_slide_job
+                fn, args = evaluate_models_on_slide, (paths, path, annotation)
+                kwargs = {
+                    "shape": shape, "patches": self.patches.value, "frame": self.frame.value,
+                    "window": self.window.value, "threshold": self.threshold.value,
+                }  # fmt: skip
         except CrystalError as exc:
             show_error(f"napari-crystal: evaluation: {exc}")
             return None
-        return self.runner.start(fn, *args, label="evaluation", on_done=self._done)
+        return self.runner.start(fn, *args, label="evaluation", on_done=self._done, **kwargs)
 
-    def _done(self, result: EvalResult) -> None:
+    def _done(self, result: EvaluationRun) -> None:
         self.result = result
-        for name, missing in zip(result.names, result.missing, strict=False):
-            if missing:
-                show_warning(
-                    f"napari-crystal: {name} cannot predict {', '.join(missing)} (not among its "
-                    "classes): those patches are all counted wrong"
-                )
+        for text in result.warnings:
+            show_warning(f"napari-crystal: warning: {text}")
         reports = result.reports
         self.which.choices = [r.name for r in reports]
         if reports:
@@ -438,7 +296,7 @@ class EvaluateWidget(Container):
             show_error(f"napari-crystal: prediction overlay: {exc}")
             return None
         return self.runner.start(
-            overlay_map_job, self.result, path, shape, annotation,
+            run_prediction_map, self.result, path, shape, annotation,
             label="prediction overlay", on_done=lambda pmap: self._overlay_done(pmap, layer),
         )  # fmt: skip
 
@@ -448,16 +306,3 @@ class EvaluateWidget(Container):
 
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
-
-
-def comparison_text(c) -> str:
-    """One line per statistic of a `evaluation.Comparison` (empty without one)."""
-    if c is None:
-        return ""
-    pct = 100 * c.level
-    return (
-        f"{c.name_a} - {c.name_b}: {100 * c.difference:+.1f} points "
-        f"(Wald {pct:g}% CI [{100 * c.wald_ci[0]:+.1f}, {100 * c.wald_ci[1]:+.1f}], "
-        f"paired [{100 * c.paired_ci[0]:+.1f}, {100 * c.paired_ci[1]:+.1f}])\n"
-        f"McNemar p = {c.mcnemar_p:.3g} ({c.mcnemar_method}; b = {c.b}, c = {c.c}, n = {c.n})"
-    )

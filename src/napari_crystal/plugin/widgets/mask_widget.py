@@ -5,15 +5,15 @@ only turns layers into their inputs and shows the result: a gallery (one tile pe
 class colour, labelled by class) beside the slide, a per-class count table, and the mask of
 the region selected in the Shapes layer laid over that region.
 
-The Train widget picks up the last dataset of a viewer with `latest_dataset(viewer)`: every
-`MaskWidget` registers itself in a module-level weak registry, and also emits `dataset_ready`.
+The dataset travels with its gallery: the gallery layer's metadata holds it (and its file once
+saved), which is how the Train widget of the same viewer finds it (`_layers.mask_dataset`).
+The widget also emits `dataset_ready`.
 """
 
 from __future__ import annotations
 
 import math
 import time
-import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,14 +34,20 @@ from napari_crystal import palette
 from napari_crystal.dataset import Dataset, build_dataset, dataset_for_slide, save_dataset
 from napari_crystal.errors import CrystalError, DatasetError
 from napari_crystal.masks import CHANNELS, METHODS, resize_mask
-from napari_crystal.plugin.widgets._layers import shapes_annotation, slide_path
+from napari_crystal.plugin.widgets._layers import (
+    DATASET_KEY,
+    DATASET_PATH_KEY,
+    layers_of,
+    shapes_annotation,
+    slide_path,
+)
 from napari_crystal.plugin.widgets._runner import Runner
 from napari_crystal.plugin.widgets._ui import count_table, job_row, wrapped
 
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["MaskWidget", "latest_dataset", "mask_grid", "shapes_annotation", "slide_path"]
+__all__ = ["MaskWidget", "mask_grid"]
 
 LAYERS, CORPUS = "slide layers", "corpus folder"
 ALL_SPLITS = "(whole folder)"
@@ -51,31 +57,6 @@ TILE_BACKGROUND = (34, 36, 40)
 SELECTED_BORDER = (255, 255, 255)
 
 PROGRESS_S = 0.1  # at most 10 progress repaints a second: each costs a window repaint
-
-_REGISTRY: list[weakref.ref[MaskWidget]] = []
-
-
-def _unwrap(obj: Any) -> Any:
-    """The object behind napari's ``PublicOnlyProxy`` (docked widgets get a proxied viewer)."""
-    return getattr(obj, "__wrapped__", obj)
-
-
-def latest_dataset(viewer) -> tuple[Dataset | None, MaskWidget | None]:
-    """The most recent dataset made by a mask widget of ``viewer``, and that widget."""
-    best, when = (None, None), -1.0
-    for ref in list(_REGISTRY):
-        widget = ref()
-        if widget is None:
-            _REGISTRY.remove(ref)
-            continue
-        if _unwrap(widget.viewer) is _unwrap(viewer) and widget.dataset is not None:
-            if widget.dataset_time > when:
-                best, when = (widget.dataset, widget), widget.dataset_time
-    return best
-
-
-# --------------------------------------------------------------------------- layers -> core
-
 
 # --------------------------------------------------------------------------- gallery
 
@@ -159,7 +140,6 @@ class MaskWidget(Container):
         super().__init__(labels=True)
         self.viewer = viewer
         self.dataset: Dataset | None = None
-        self.dataset_time = 0.0
         self.saved_path: Path | None = None
         self.layout_info: dict | None = None
         self._source_shapes = None  # the Shapes layer the current dataset was made from
@@ -214,21 +194,14 @@ class MaskWidget(Container):
         viewer.layers.events.removed.connect(self._layers_changed)
         self._on_source()
         self.save_button.enabled = False
-        _REGISTRY.append(weakref.ref(self))
 
     # ------------------------------------------------------------------ choices
 
-    def _layers_of(self, kind: str) -> list[tuple[str, Any]]:
-        import napari.layers
-
-        cls = getattr(napari.layers, kind)
-        return [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, cls)]
-
     def _image_choices(self, _widget=None):
-        return self._layers_of("Image")
+        return layers_of(self.viewer, "image")
 
     def _shapes_choices(self, _widget=None):
-        return self._layers_of("Shapes")
+        return layers_of(self.viewer, "shapes")
 
     def _layers_changed(self, event=None) -> None:
         self.image.reset_choices()
@@ -299,15 +272,15 @@ class MaskWidget(Container):
 
     def _done(self, result, source_shapes, started: float) -> None:
         dataset, (grid, layout) = result
-        self.dataset, self.dataset_time = dataset, time.monotonic()
+        self.dataset = dataset
         self.layout_info, self._grid, self._selected = layout, grid, None
         self._show_counts(dataset)
+        self.saved_path = self._out_path() if self.source.value == CORPUS else None
         self._show_gallery(dataset, grid, layout)
         self._disconnect_selection()
         if source_shapes is not None:
             self._source_shapes = source_shapes
             source_shapes.selected_data.events.items_changed.connect(self._on_selection)
-        self.saved_path = self._out_path() if self.source.value == CORPUS else None
         where = self.saved_path or "memory (not saved yet)"
         self.status.value = (
             f"{len(dataset)} masks of {dataset.size}x{dataset.size} ({dataset.method}) in "
@@ -348,7 +321,10 @@ class MaskWidget(Container):
         scale, translate = self._placement()
         self.viewer.add_image(
             grid, name=GALLERY, rgb=True, scale=scale, translate=translate,
-            metadata={"layout": layout, "labels": list(dataset.labels)},
+            metadata={
+                "layout": layout, "labels": list(dataset.labels), DATASET_KEY: dataset,
+                DATASET_PATH_KEY: None if self.saved_path is None else str(self.saved_path),
+            },
         )  # fmt: skip
         if len(dataset) <= MAX_TEXT:
             origins = np.array([_tile_origin(layout, i) for i in range(len(dataset))], float)
@@ -459,4 +435,6 @@ class MaskWidget(Container):
 
     def _saved(self, path: Path) -> None:
         self.saved_path = Path(path)
+        if GALLERY in self.viewer.layers:
+            self.viewer.layers[GALLERY].metadata[DATASET_PATH_KEY] = str(path)
         self.status.value = f"saved {len(self.dataset)} masks to {path}"

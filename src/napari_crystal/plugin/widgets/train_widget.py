@@ -32,9 +32,10 @@ from napari_crystal import palette
 from napari_crystal.dataset import Dataset, load_dataset
 from napari_crystal.errors import Cancelled, CrystalError, DatasetError, ModelError
 from napari_crystal.experiment import train_on_dataset
+from napari_crystal.plugin.widgets._layers import mask_dataset
 from napari_crystal.plugin.widgets._runner import Runner
 from napari_crystal.plugin.widgets._ui import count_table, job_row, wrapped
-from napari_crystal.plugin.widgets.mask_widget import PROGRESS_S, latest_dataset
+from napari_crystal.plugin.widgets.mask_widget import PROGRESS_S
 from napari_crystal.training import CRYSTAL_MODES, DEFAULT_PARAMS, Model, save_model
 
 if TYPE_CHECKING:
@@ -183,6 +184,8 @@ class TrainWidget(Container):
         self.runner = Runner(self.bar, controls, self.cancel_button, min_interval=PROGRESS_S)
         self.source.changed.connect(self._on_source)
         self.run_button.changed.connect(self.run)
+        viewer.layers.events.inserted.connect(self._describe_source)
+        viewer.layers.events.removed.connect(self._describe_source)
         self._on_source()
         # the first training would otherwise import the libraries mid-run, stalling the loop
         self.warmup = threading.Thread(target=_import_training_libraries, daemon=True)
@@ -208,9 +211,9 @@ class TrainWidget(Container):
         self.dataset_path.visible = self.source.value == FROM_FILE
         self._describe_source()
 
-    def _describe_source(self) -> None:
+    def _describe_source(self, *_: Any) -> None:
         if self.source.value == FROM_MASKS:
-            dataset, _ = latest_dataset(self.viewer)
+            dataset, _ = mask_dataset(self.viewer)
             self.dataset_info.value = (
                 "no masks yet: run Generate masks, or pick a dataset file"
                 if dataset is None
@@ -227,12 +230,12 @@ class TrainWidget(Container):
         """Train on the chosen dataset, then save the model; the worker (None on bad input)."""
         try:
             if self.source.value == FROM_MASKS:
-                dataset, _ = latest_dataset(self.viewer)
+                dataset, path = mask_dataset(self.viewer)
                 if dataset is None:
                     raise DatasetError(
                         None, "no dataset from the mask widget yet: generate masks first"
                     )
-                name = "the mask widget's dataset"
+                name = Path(path).name if path else "the mask widget's dataset"
             else:
                 value = str(self.dataset_path.value or "")
                 if not value or value == ".":
