@@ -146,3 +146,65 @@ def test_shapes_to_annotation_without_metadata_or_labels():
     assert ann.regions[0].tissue == "breast" and ann.regions[0].region_id == 1
     with pytest.raises(AnnotationError, match=r"out\.csv: the layer's metadata has no mpp"):
         write_csv("out.csv", square, {"features": {"label": ["dcis"]}, "shape_type": ["polygon"]})
+
+
+_SETTINGS_SCRIPT = """
+import json, sys
+from pathlib import Path
+from napari.settings import get_settings
+from napari.utils.triangulation_backend import TriangulationBackend, get_backend
+settings = get_settings()  # from NAPARI_CONFIG
+settings.experimental.triangulation_backend = TriangulationBackend.pure_python  # saved
+config = Path(settings.config_path)
+import napari
+from qtpy.QtWidgets import QApplication
+viewer = napari.Viewer(show=False)
+QApplication.processEvents()
+before = config.read_bytes()
+seen = []  # the backend in use as napari adds each layer
+viewer.layers.events.inserted.connect(lambda e: seen.append(str(get_backend())))
+viewer.open(sys.argv[1], plugin="napari-crystal")
+shapes = viewer.layers[-1]
+during = seen[-1]
+QApplication.processEvents()
+result = {
+    "unchanged": config.read_bytes() == before,
+    "diff": [before.decode(), config.read_bytes().decode()],
+    "setting": str(get_settings().experimental.triangulation_backend),
+    "during": during,
+    "after": str(get_backend()),
+    "labels": list(shapes.features["label"]),
+    "first": shapes.data[0].tolist(),
+}
+viewer.close()
+print(json.dumps(result))
+"""
+
+
+def test_opening_an_annotation_leaves_napari_settings_alone(example_files, tmp_path):
+    """The fast triangulation is used without writing napari's settings file (a real one,
+    in a temporary config folder, saying 'pure python'), and the layer is right."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("bermuda")
+    config = tmp_path / "config" / "settings.yaml"
+    config.parent.mkdir()
+    env = {**os.environ, "NAPARI_CONFIG": str(config)}
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(Path(__file__).parents[1] / "src"), env.get("PYTHONPATH")])
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", _SETTINGS_SCRIPT, str(example_files[0])],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["unchanged"], result["diff"]
+    assert result["setting"] == "Pure python"
+    assert result["during"] == "Fastest available"  # napari built the layers with it
+    assert result["after"] == "Pure python"  # and the user's choice is back
+    assert result["labels"] == ["dcis", "bckg"]
+    assert result["first"] == [[12040, 30510], [12010, 30644], [12122, 30700]]

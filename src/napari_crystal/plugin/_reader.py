@@ -45,11 +45,15 @@ def read_annotation_layers(path: str | list[str]) -> list[LayerData]:
 
 
 def use_compiled_triangulation() -> str:
-    """Make napari triangulate shapes with its compiled backend (bermuda) when installed.
+    """Let napari triangulate the reader's shapes with its compiled backend (bermuda).
 
-    Pure-Python triangulation takes minutes for a slide's worth of polygons; napari only
-    switches when its settings say so, which is not the case everywhere (old settings files,
-    a layer built before settings are loaded). Returns the backend in use.
+    Pure-Python triangulation takes minutes for a slide's worth of polygons, and napari uses
+    it when its settings say so (an old settings file) or before settings are loaded. The
+    backend is switched with napari's non-persisting ``set_backend``: napari's settings are
+    neither changed nor saved. In the GUI thread of a running Qt application the previous
+    backend comes back on the next turn of the event loop, once napari has built the layers
+    the reader returned; elsewhere (scripts, a headless ``ViewerModel``) the switch lasts for
+    the process. Returns the backend in use.
     """
     from napari.utils.triangulation_backend import (
         TriangulationBackend,
@@ -61,14 +65,22 @@ def use_compiled_triangulation() -> str:
         import bermuda  # noqa: F401
     except ImportError:
         return str(get_backend())
+    fast = TriangulationBackend.fastest_available
     if get_backend() == TriangulationBackend.pure_python:
-        from napari.settings import get_settings
-
-        experimental = get_settings().experimental
-        if experimental.triangulation_backend == TriangulationBackend.pure_python:
-            experimental.triangulation_backend = TriangulationBackend.fastest_available
-        set_backend(TriangulationBackend.fastest_available)
+        previous = set_backend(fast)
+        _after_layers_are_built(lambda: get_backend() == fast and set_backend(previous))
     return str(get_backend())
+
+
+def _after_layers_are_built(restore: Callable[[], Any]) -> None:
+    """Run ``restore`` on the next turn of the Qt event loop when called in its thread."""
+    try:
+        from qtpy.QtCore import QCoreApplication, QThread, QTimer
+    except ImportError:  # pragma: no cover - napari always brings a Qt binding here
+        return
+    app = QCoreApplication.instance()
+    if app is not None and QThread.currentThread() == app.thread():
+        QTimer.singleShot(0, restore)
 
 
 def _display_vertices(coords: np.ndarray) -> np.ndarray:
