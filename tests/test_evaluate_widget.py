@@ -225,7 +225,7 @@ def test_cli_and_widget_say_the_same(make_napari_viewer, qtbot, artefacts, tmp_p
 
     viewer = make_napari_viewer()
     w = EvaluateWidget(viewer)
-    qtbot.addWidget(w.native)
+    viewer.window.add_dock_widget(w, name="Evaluate classifier")
     w.model.value, w.model_b.value = models
     w.dataset.value = odd
     w.run()
