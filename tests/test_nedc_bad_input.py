@@ -48,6 +48,11 @@ CSV_CASES = {
     ),
     "non-numeric column": (_csv(a=("30644", "abc")), 9, "column 'abc' is not a number"),
     "empty column value": (_csv(a=("12122,30700", "12122,")), 10, "column is empty"),
+    "coordinate out of range": (
+        _csv(a=("30644", "1e300")),
+        9,
+        "column '1e300' is out of range",
+    ),
     "regions not contiguous": (
         GOOD + "0,1,breast,dcis,4,12040,30511,0,1.0\n",
         16,

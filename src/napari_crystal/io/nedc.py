@@ -1,14 +1,20 @@
 """NEDC annotation model and CSV (``csv_v1.0.0``) / ImageScope XML reading and writing.
 
 The format is described in ``../shared/docs/nedc-format.md``. Coordinates are level-0 pixels in
-(row, column) order. Reading is vectorised with numpy (a slide can carry a million vertices);
-XML goes through defusedxml; every problem becomes one :class:`AnnotationError` line.
+(row, column) order. CSV rows are read by pandas' C parser (a slide can carry a million
+vertices); a careful line-by-line parser takes any file pandas might read differently and names
+the line of its first problem. XML goes through defusedxml; every problem becomes one
+:class:`AnnotationError` line.
 """
 
 from __future__ import annotations
 
-import os
+import csv
+import io
 import re
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
@@ -30,7 +36,6 @@ COLUMNS = (
     "index", "region_id", "tissue", "label", "coord_index", "row", "column", "depth", "confidence",
 )  # fmt: skip
 SNIFF_BYTES = 4096
-_PAD = 64
 _NONSPACE = re.compile(rb"\S")
 
 
@@ -87,22 +92,18 @@ def find_annotation(slide_path: str | PathLike) -> Path | None:
 def read_annotation(path: str | PathLike) -> Annotation:
     """Read an NEDC ``.csv`` or ``.xml`` annotation (other suffixes: sniffed from the content)."""
     path = Path(path)
-    with open(path, "rb") as fh:
-        # One read into a buffer with spare bytes at the end, so the CSV parser can load
-        # 8-byte words anywhere without copying the file.
-        raw = bytearray(os.fstat(fh.fileno()).st_size + _PAD)
-        size = fh.readinto(raw)
+    raw = path.read_bytes()
     kind = {".csv": "csv", ".xml": "xml"}.get(path.suffix.lower()) or _sniff_bytes(
-        bytes(raw[: min(size, SNIFF_BYTES)])
+        raw[:SNIFF_BYTES]
     )
     if kind is None:
         raise AnnotationError(
             path, "not an NEDC annotation file (neither csv_v1.0.0 nor ImageScope XML)", 1
         )
     if kind == "csv":
-        ann = _parse_csv(path, raw, size)
+        ann = _parse_csv(path, raw)
     else:
-        ann = _parse_xml(path, bytes(memoryview(raw)[:size]))
+        ann = _parse_xml(path, raw)
     ann.source = str(path)
     _warn_unknown(path, ann.regions)
     return ann
@@ -114,7 +115,7 @@ def _show(raw: bytes, limit: int = 40) -> str:
 
 
 def _parse_header(
-    path: Path, data: bytearray, size: int
+    path: Path, data: bytes, size: int
 ) -> tuple[dict[str, tuple[str, int]], list[str], int, int]:
     """Header key -> (value, line), column names, the data block's offset and first line."""
     if _NONSPACE.search(data, 0, size) is None:
@@ -185,424 +186,227 @@ def _header_fields(path: Path, header: dict[str, tuple[str, int]]) -> dict:
     return out
 
 
-_U64 = np.uint64
-_ASCII_ZEROS = 0x3030303030303030
-# Per field width w (1..8): keep the top w bytes of a word, fill the bottom ones with '0's.
-_KEEP = np.array([(1 << (8 * w)) - 1 for w in range(9)], dtype=_U64)
-_HIGH = np.array([((1 << 64) - 1) ^ ((1 << (8 * (8 - w))) - 1) for w in range(9)], dtype=_U64)
-_FILL = np.array([_ASCII_ZEROS & ((1 << (8 * (8 - w))) - 1) for w in range(9)], dtype=_U64)
+class _Declined(Exception):
+    """The library reader leaves this file to the careful parser (which accepts it or says why)."""
 
 
-def _swar_digits(words: np.ndarray) -> np.ndarray:
-    """Eight ASCII digits per little-endian uint64 word to their value (SWAR)."""
-    v = words - _U64(_ASCII_ZEROS)
-    v = ((v * _U64(10)) + (v >> _U64(8))) & _U64(0x00FF00FF00FF00FF)
-    v = ((v * _U64(100)) + (v >> _U64(16))) & _U64(0x0000FFFF0000FFFF)
-    v = ((v * _U64(10000)) + (v >> _U64(32))) & _U64(0xFFFFFFFF)
-    return v.astype(np.int64)
+_COLS = {name: k for k, name in enumerate(COLUMNS)}
+_HEAD = ("index", "region_id", "tissue", "label")
+_BLANKISH_LINE = re.compile(rb"(?:^|\n)[ \t]+(?:\n|$)")
 
 
-class _Block:
-    """The data rows of a CSV as one byte array, with field boundaries per row.
-
-    Fields are read as unaligned 8-byte words and decoded with SWAR arithmetic, so parsing a
-    million rows is a few numpy passes and no Python loop per row.
-    """
-
-    def __init__(self, path: Path, raw: bytearray, offset: int, size: int, first_line: int):
-        self.path = path
-        if raw.find(b"\r", offset, size) >= 0:
-            block = bytes(raw[offset:size]).replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-            raw, offset, size = bytearray(block) + bytearray(_PAD), 0, len(block)
-        end = size
-        while end > offset and raw[end - 1] in b"\n\t ":
-            end -= 1
-        raw[end] = 10  # a final newline, written into the spare bytes if need be
-        self.size = end + 1 - offset if end > offset else 0
-        self.buf = buf = np.frombuffer(raw, dtype=np.uint8, offset=offset)
-        self.words = np.ndarray(
-            shape=(self.size,), dtype="<u8", buffer=raw, offset=offset, strides=(1,)
-        )
-        body = buf[: self.size]
-        ncols = len(COLUMNS)
-        # In a well-formed block the only bytes <= ',' are commas and newlines, nine per row.
-        sep = np.flatnonzero(body <= 44)
-        grid = None
-        if len(sep) % ncols == 0:
-            kind = body[sep].reshape(-1, ncols)
-            if (kind[:, -1] == 10).all() and (kind[:, :-1] == 44).all():
-                grid = sep.reshape(-1, ncols)
-                self.lines = first_line + np.arange(len(grid))
-        if grid is None:
-            grid = self._irregular(body, first_line)
-        else:
-            self.row_starts = np.empty(len(grid), dtype=np.int64)
-            self.row_starts[:1] = 0
-            self.row_starts[1:] = grid[:-1, -1] + 1
-        self.seps = grid
-
-    def _irregular(self, body: np.ndarray, first_line: int) -> np.ndarray:
-        """Blank lines, stray characters or a wrong field count: find rows the careful way."""
-        sep = np.flatnonzero((body == 44) | (body == 10))
-        is_nl = body[sep] == 10
-        nl_at = np.flatnonzero(is_nl)
-        nl = sep[nl_at]
-        starts = np.empty_like(nl)
-        starts[:1] = 0
-        starts[1:] = nl[:-1] + 1
-        counts = np.diff(nl_at, prepend=-1) - 1
-        nonblank = nl > starts
-        expected = len(COLUMNS) - 1
-        bad = np.flatnonzero(nonblank & (counts != expected))
-        if bad.size:
-            k = bad[0]
-            hint = " (file cut off mid-row?)" if k == len(nl) - 1 and counts[k] < expected else ""
-            raise AnnotationError(
-                self.path,
-                f"data row has {counts[k] + 1} fields, expected {len(COLUMNS)}{hint}",
-                first_line + int(k),
-            )
-        rows = np.flatnonzero(nonblank)
-        self.lines = first_line + rows
-        self.row_starts = starts[rows]
-        keep = np.ones(len(sep), dtype=bool)
-        keep[nl_at[~nonblank]] = False  # drop the newlines of blank lines
-        return sep[keep].reshape(len(rows), len(COLUMNS))
-
-    def bounds(self, col: int) -> tuple[np.ndarray, np.ndarray]:
-        """Start and end byte offsets of a column in every row."""
-        start = self.row_starts if col == 0 else self.seps[:, col - 1] + 1
-        return start, self.seps[:, col]
-
-    def text(self, col: int, row: int) -> str:
-        start = self.row_starts[row] if col == 0 else self.seps[row, col - 1] + 1
-        raw = self.buf[start : self.seps[row, col]].tobytes()
-        return raw.decode("utf-8", errors="replace")
-
-    def changes(self, first: int, last: int) -> np.ndarray:
-        """Rows whose bytes in columns ``first..last`` differ from the row above."""
-        s, e = self.bounds(first)[0], self.bounds(last)[1]
-        width = e - s
-        diff = width[1:] != width[:-1]
-        narrow = int(width.min())
-        for k in range(0, int(width.max()), 8):
-            word = self.words[s + k]
-            if narrow < k + 8:  # a word that runs past the end of some fields: mask those
-                word &= _KEEP[np.clip(width - k, 0, 8)]
-            diff |= word[1:] != word[:-1]
-        return np.flatnonzero(diff) + 1
-
-    def ints(self, col: int, name: str) -> np.ndarray:
-        """Parse a column of non-negative integers of up to 8 digits; anything else falls back
-        to a slower path that handles signs and decimals or names the bad line."""
-        s, e = self.bounds(col)
-        n = len(s)
-        if not n:
-            return np.zeros(0, dtype=np.int64)
-        width = e - s
-        if e.min() < 8 or width.min() < 1 or width.max() > 8:
-            return self._slow_ints(col, name)
-        # The 8 bytes ending at the field: keep the field, pad on the left with '0's.
-        words = (self.words[e - 8] & _HIGH[width]) | _FILL[width]
-        high = words & _U64(0xF0F0F0F0F0F0F0F0)
-        carry = (words + _U64(0x0606060606060606)) & _U64(0xF0F0F0F0F0F0F0F0)
-        if not ((high == _U64(_ASCII_ZEROS)) & (carry == _U64(_ASCII_ZEROS))).all():
-            return self._slow_ints(col, name)
-        return _swar_digits(words)
-
-    def zeros(self, col: int) -> bool:
-        """Whether every value of a column is the single character '0' (depth, nearly always)."""
-        s, e = self.bounds(col)
-        return bool(((e - s) == 1).all() and (self.buf[s] == 48).all())
-
-    def _slow_ints(self, col: int, name: str) -> np.ndarray:
-        """Signed or decimal values (decimal coordinates are truncated, as NEDC's tool does);
-        anything that is not a number is an error naming its line."""
-        out = np.empty(len(self.lines), dtype=np.int64)
-        integral = name in ("index", "region_id", "coord_index")
-        for k in range(len(out)):
-            text = self.text(col, k).strip()
-            line = int(self.lines[k])
-            try:
-                out[k] = int(text)
-                continue
-            except ValueError:
-                pass
-            if not text:
-                raise AnnotationError(self.path, f"{name} is empty", line)
-            try:
-                value = float(text)
-            except ValueError:
-                raise AnnotationError(
-                    self.path, f"{name} {text!r} is not a number", line
-                ) from None
-            if integral or not np.isfinite(value):
-                raise AnnotationError(self.path, f"{name} {text!r} is not an integer", line)
-            out[k] = int(value)
-        return out
+def _data_block(raw: bytes, offset: int) -> bytes:
+    """The data rows with ``\\n`` line ends and no trailing blanks, as both parsers see them."""
+    if raw.find(b"\r", offset) >= 0:
+        return raw[offset:].replace(b"\r\n", b"\n").replace(b"\r", b"\n").rstrip(b"\n\t ")
+    end = len(raw)
+    while end > offset and raw[end - 1] in b"\n\t ":
+        end -= 1
+    return raw[offset:end]
 
 
-_LOW7 = _U64(0x7F7F7F7F7F7F7F7F)
-_DIGIT_BIAS = _U64(0x7676767676767676)
-_HIGH_BITS = _U64(0x8080808080808080)
-_MOVEMASK = _U64(0x0102040810204080)
-_NIBBLES = 0x0F0F0F0F0F0F0F0F
-
-
-def _digit_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per mask of the non-digit bytes of a word (bit k: byte k): how many digits end the word;
-    the shift that brings the byte before them down (64, i.e. none, unless 1..7 digits); and
-    the mask that keeps their low nibbles."""
-    count = np.array([8 if m == 0 else 8 - m.bit_length() for m in range(256)], dtype=np.int64)
-    shift = np.where((count >= 1) & (count <= 7), 8 * (7 - count), 64).astype(_U64)
-    nibbles = np.array([int(_HIGH[c]) & _NIBBLES for c in count], dtype=_U64)
-    return count, shift, nibbles
-
-
-_TRAILING, _SHIFT_BEFORE, _DIGIT_NIBBLES = _digit_tables()
-_ROWS_PER_CHUNK = 1 << 14  # rows are checked and parsed in cache-sized chunks
-_SCAN_BYTES = 1 << 20
-
-
-def _nondigit_masks(word: np.ndarray) -> np.ndarray:
-    """For each little-endian uint64 word, the 8-bit mask of its bytes that are not ASCII digits."""
-    x = word ^ _U64(_ASCII_ZEROS)  # digits become bytes 0..9
-    m = x & _LOW7
-    m += _DIGIT_BIAS  # the high bit of a byte is set from 10 up; no carries between bytes
-    m |= x
-    m &= _HIGH_BITS
-    m >>= _U64(7)
-    m *= _MOVEMASK  # gathers the eight high bits into the top byte
-    m >>= _U64(56)
-    return m.view(np.int64)
-
-
-def _digits_before(words: np.ndarray, end: np.ndarray, ok: np.ndarray):
-    """The 1..7 digits that end just before byte offsets ``end``, preceded by a comma:
-    ``ok &=`` whether they are there; returns their count and their value."""
-    word = words[end - 8]
-    mask = _nondigit_masks(word)
-    count = _TRAILING.take(mask)
-    before = word >> _SHIFT_BEFORE.take(mask)
-    before &= _U64(0xFF)
-    ok &= before == _U64(44)
-    # Eight digits to their value, two, four, then eight at a time (SWAR).
-    v = word & _DIGIT_NIBBLES.take(mask)
-    v *= _U64(10 * 256 + 1)
-    v >>= _U64(8)
-    v &= _U64(0x00FF00FF00FF00FF)
-    v *= _U64(100 * 65536 + 1)
-    v >>= _U64(16)
-    v &= _U64(0x0000FFFF0000FFFF)
-    v *= _U64((10000 << 32) + 1)
-    v >>= _U64(32)
-    return count, v.view(np.int64)
-
-
-def _newlines(buf: np.ndarray, start: int, stop: int) -> tuple[np.ndarray, int]:
-    """Offsets of the newlines in ``buf[start:stop]`` and the number of commas there, a chunk
-    at a time so that the byte masks stay in the cache."""
-    mask = np.empty(min(_SCAN_BYTES, stop - start), dtype=bool)
-    parts, commas = [], 0
-    for lo in range(start, stop, _SCAN_BYTES):
-        chunk = buf[lo : min(lo + _SCAN_BYTES, stop)]
-        m = mask[: len(chunk)]
-        np.equal(chunk, 44, out=m)
-        commas += int(np.count_nonzero(m))
-        np.equal(chunk, 10, out=m)
-        found = np.flatnonzero(m)
-        found += lo
-        parts.append(found)
-    return np.concatenate(parts), commas
-
-
-class _FastBlock:
-    """The data rows of a regular CSV, found from the newlines alone.
-
-    Most files have the canonical column order, a region's first four fields and its
-    depth/confidence repeated on every row, and plain digits elsewhere. Then the only
-    per-byte pass finds newlines and counts commas; each row is checked and its row and
-    column parsed from a few 8-byte words at known offsets. Any other input gets ``None`` from
-    :meth:`parse`, and :class:`_Block` reads it (and names what is wrong) the careful way.
-    Offers ``_parse_csv`` the same methods as :class:`_Block`.
-    """
-
-    @classmethod
-    def parse(cls, path: Path, raw: bytearray, offset: int, size: int, first_line: int):
-        if offset < 48:  # word loads reach up to 42 bytes before the first row
-            return None
-        end = size
-        while end > offset and raw[end - 1] in b"\n\t ":
-            end -= 1
-        if end <= offset:
-            return None
-        raw[end] = 10  # the final newline, as _Block writes it
-        stop = end + 1
-        buf = np.frombuffer(raw, dtype=np.uint8)
-        words = np.ndarray(shape=(stop + 32,), dtype="<u8", buffer=raw, strides=(1,))
-        nl, commas = _newlines(buf, offset, stop)
-        n = len(nl)
-        if commas != (len(COLUMNS) - 1) * n:
-            return None
-        rs = np.empty_like(nl)
-        rs[0] = offset
-        rs[1:] = nl[:-1] + 1
-        # Region candidates: rows whose first 8 bytes differ from the row above. Checked below:
-        # every row must repeat its region's first four fields exactly, and neighbouring
-        # regions must differ in them, so these are exactly the rows _Block.changes finds.
-        head = words[rs]
-        change = np.flatnonzero(head[1:] != head[:-1]) + 1
-        if 3 * (len(change) + 1) > n:  # fewer than 3 rows a region: not worth it here
-            return None
-        rstart = np.concatenate([[0], change])
-        counts = np.diff(np.append(rstart, n))
-        texts, widths, tails, depths, prefix_at, prefix_word, tail_mask, tail_word = (
-            [] for _ in range(8)
-        )
-        previous = None
-        for k in rstart.tolist():
-            parts = bytes(raw[int(rs[k]) : int(nl[k])]).split(b",")
-            if len(parts) != len(COLUMNS):
-                return None
-            prefix = b",".join(parts[:4]) + b","
-            tail = b"," + parts[7] + b"," + parts[8]
-            if prefix == previous or not (8 <= len(prefix) <= 32 and len(tail) <= 8):
-                return None
-            if not (parts[7].isdigit() and len(parts[7]) <= 8):
-                return None
-            previous = prefix
-            texts.append(parts)
-            widths.append(len(prefix))
-            tails.append(len(tail))
-            depths.append(int(parts[7]))
-            # The first 8 bytes are the same in the whole region (head); the rest of the
-            # prefix is covered by words at 8, 16 and, last, ending where the prefix ends.
-            at = [min(i, len(prefix) - 8) for i in (8, 16, 24)]
-            prefix_at.append(at)
-            prefix_word.append([int.from_bytes(prefix[i : i + 8], "little") for i in at])
-            tail_mask.append(int(_HIGH[len(tail)]))
-            tail_word.append(int.from_bytes(tail.rjust(8, b"\0"), "little"))
-        n_words = (max(widths) - 1) // 8
-        per_row = {
-            name: np.repeat(np.asarray(values, dtype=dtype), counts, axis=0)
-            for name, values, dtype in (
-                ("at", np.asarray(prefix_at)[:, :n_words], np.int64),
-                ("word", np.asarray(prefix_word, dtype=_U64)[:, :n_words], _U64),
-                ("width", widths, np.int64),
-                ("tail", tails, np.int64),
-                ("tail_mask", tail_mask, _U64),
-                ("tail_word", tail_word, _U64),
-            )
-        }
-        rows = np.empty(n, dtype=np.int64)
-        cols = np.empty(n, dtype=np.int64)
-        for lo in range(0, n, _ROWS_PER_CHUNK):
-            hi = min(lo + _ROWS_PER_CHUNK, n)
-            start, stop_ = rs[lo:hi], nl[lo:hi]
-            ok = np.ones(hi - lo, dtype=bool)
-            at, expect = per_row["at"][lo:hi], per_row["word"][lo:hi]
-            for i in range(n_words):
-                ok &= words[start + at[:, i]] == expect[:, i]
-            tail = words[stop_ - 8]
-            tail &= per_row["tail_mask"][lo:hi]
-            ok &= tail == per_row["tail_word"][lo:hi]
-            col_end = stop_ - per_row["tail"][lo:hi]
-            width, cols[lo:hi] = _digits_before(words, col_end, ok)
-            row_end = col_end - width
-            row_end -= 1
-            width, rows[lo:hi] = _digits_before(words, row_end, ok)
-            # coord_index lies between the prefix and the comma before row. With the file's
-            # comma count checked above, the commas found here are all there are.
-            row_end -= width
-            row_end -= start
-            ok &= row_end > per_row["width"][lo:hi]
-            if not ok.all():
-                return None
-        block = cls()
-        block.path = path
-        block.lines = first_line + np.arange(n)
-        block.change = change
-        block.texts = dict(zip(rstart.tolist(), texts, strict=True))
-        block.values = {5: rows, 6: cols, 7: np.repeat(np.asarray(depths, np.int64), counts)}
-        block.all_zero_depth = not any(depths)
-        return block
-
-    def changes(self, first: int, last: int) -> np.ndarray:
-        assert (first, last) == (0, 3)
-        return self.change
-
-    def text(self, col: int, row: int) -> str:
-        return self.texts[row][col].decode("utf-8", errors="replace")
-
-    def ints(self, col: int, name: str) -> np.ndarray:
-        return self.values[col]
-
-    def zeros(self, col: int) -> bool:
-        assert col == 7
-        return self.all_zero_depth
-
-
-def _parse_csv(path: Path, raw: bytearray, size: int) -> Annotation:
-    header, columns, offset, first_line = _parse_header(path, raw, size)
+def _parse_csv(path: Path, raw: bytes) -> Annotation:
+    header, columns, offset, first_line = _parse_header(path, raw, len(raw))
     fields = _header_fields(path, header)
-    if raw.find(b"\r", offset, size) >= 0:
-        # Line ends as "\n" only, in a copy with spare bytes on both sides for word loads.
-        block = bytes(raw[offset:size]).replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        raw, offset, size = (
-            bytearray(_PAD) + bytearray(block) + bytearray(_PAD),
-            _PAD,
-            _PAD + len(block),
-        )
-    block = None
-    if columns == list(COLUMNS):
-        block = _FastBlock.parse(path, raw, offset, size, first_line)
-    if block is None:
-        block = _Block(path, raw, offset, size, first_line)
-    col = {name: columns.index(name) for name in COLUMNS}
-    n = len(block.lines)
-    if n == 0:
+    block = _data_block(raw, offset)
+    if not block:
         return Annotation([], **fields)
-    # Rows of one region repeat index, region_id, tissue and label: a region starts wherever
-    # those bytes differ from the row above. Only the region-start rows are parsed in Python.
-    region_cols = [col[c] for c in ("index", "region_id", "tissue", "label")]
-    if sorted(region_cols) == list(range(min(region_cols), min(region_cols) + 4)):
-        change = block.changes(min(region_cols), max(region_cols))
-    else:  # columns in an unusual order: compare each field
-        change = np.unique(np.concatenate([block.changes(c, c) for c in region_cols]))
-    rstart = np.concatenate([[0], change])
-    rend = np.concatenate([change, [n]])
-    heads = []
-    for k in rstart.tolist():
-        values = []
-        for name in ("index", "region_id"):
-            text = block.text(col[name], k)
+    try:
+        table = _library_table(block, columns)
+    except _Declined:
+        table = _careful_table(path, block, columns, first_line)
+        return _annotation(path, table, fields)
+    try:
+        return _annotation(path, table, fields)
+    except AnnotationError:
+        # The library table has no line numbers that count blank lines: ask the careful parser.
+        return _annotation(path, _careful_table(path, block, columns, first_line), fields)
+
+
+@dataclass
+class _Table:
+    """The data rows by column, as either parser returns them."""
+
+    heads: dict  # index, region_id, tissue, label -> their text in every row
+    confidence: Sequence[str]  # the text in every row
+    change: np.ndarray  # the rows where a region starts, after the first
+    lines: np.ndarray | None  # each row's line number; None: not known (blank lines uncounted)
+    numbers: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]]  # row, column, depth
+
+
+def _library_table(block: bytes, columns: list[str]) -> _Table:
+    """Parse the rows with pandas' C reader; decline anything it might read differently from
+    the careful parser (wrong field counts, whitespace-only lines, odd numbers, bad UTF-8)."""
+    import pandas as pd
+
+    if b"\0" in block or ((b" " in block or b"\t" in block) and _BLANKISH_LINE.search(block)):
+        raise _Declined  # pandas would skip a line of blanks that the careful parser refuses
+    text_cols = (*_HEAD, "confidence")
+    # coord_index is never used; it is parsed only when last, for the short-row check below.
+    skip = {"coord_index"} if columns[-1] != "coord_index" else set()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            frame = pd.read_csv(
+                io.BytesIO(block),
+                engine="c",
+                header=None,
+                names=columns,
+                index_col=False,
+                usecols=[c for c in columns if c not in skip],
+                dtype=dict.fromkeys(text_cols, object),
+                quoting=csv.QUOTE_NONE,
+                na_filter=False,
+                skip_blank_lines=True,
+                encoding="utf-8",
+                encoding_errors="strict",
+            )
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError):
+        raise _Declined from None
+    n = len(frame)
+    # pandas pads short rows with "" and drops the extra fields of long ones. With eight
+    # commas a row on average, a long row means a short one: a padded (empty) last field.
+    last = frame[columns[-1]].to_numpy()
+    if block.count(b",") != (len(COLUMNS) - 1) * n or (
+        last.dtype == object and (last == "").any()
+    ):
+        raise _Declined
+    numbers = {}
+    for name in ("row", "column", "depth"):
+        values = frame[name].to_numpy()
+        if values.dtype.kind == "f":
+            # Decimals are truncated, as the careful parser and NEDC's tool do; values beyond
+            # float precision are left to the careful parser's exact integers.
+            if not (np.isfinite(values).all() and (np.abs(values) < 2**53).all()):
+                raise _Declined
+            values = np.trunc(values).astype(np.int64)
+        elif values.dtype != np.int64:
+            raise _Declined
+        numbers[name] = values
+    heads = {name: frame[name].to_numpy() for name in _HEAD}
+    differs = np.zeros(n, dtype=bool)
+    for values in heads.values():
+        differs[1:] |= values[1:] != values[:-1]
+    row, column, depth = (numbers[name] for name in ("row", "column", "depth"))
+    return _Table(
+        heads,
+        frame["confidence"].to_numpy(),
+        np.flatnonzero(differs),
+        None,
+        lambda: (row, column, depth),
+    )
+
+
+def _careful_table(path: Path, block: bytes, columns: list[str], first_line: int) -> _Table:
+    """Parse the rows one at a time in Python, naming the line of the first problem."""
+    ncols = len(COLUMNS)
+    lines = block.split(b"\n")
+    rows, line_numbers = [], []
+    for k, line in enumerate(lines):
+        if not line:
+            continue  # blank lines are allowed between rows
+        fields = line.split(b",")
+        if len(fields) != ncols:
+            cut = k == len(lines) - 1 and len(fields) < ncols
+            hint = " (file cut off mid-row?)" if cut else ""
+            raise AnnotationError(
+                path, f"data row has {len(fields)} fields, expected {ncols}{hint}", first_line + k
+            )
+        rows.append(fields)
+        line_numbers.append(first_line + k)
+    by_name = dict(zip(columns, zip(*rows, strict=True), strict=True))
+    keys = list(zip(*(by_name[name] for name in _HEAD), strict=True))
+    change = [k for k in range(1, len(keys)) if keys[k] != keys[k - 1]]
+
+    def text(name: str) -> list[str]:
+        return [raw.decode("utf-8", errors="replace") for raw in by_name[name]]
+
+    def integers(name: str) -> np.ndarray:
+        return np.array(
+            [
+                _careful_int(path, raw, name, line)
+                for raw, line in zip(by_name[name], line_numbers, strict=True)
+            ],
+            dtype=np.int64,
+        )
+
+    return _Table(
+        {name: text(name) for name in _HEAD},
+        text("confidence"),
+        np.array(change, dtype=np.int64),
+        np.array(line_numbers, dtype=np.int64),
+        # Parsed only when asked, after the region checks: a file with several problems
+        # always gets the same one named.
+        lambda: (integers("row"), integers("column"), integers("depth")),
+    )
+
+
+def _careful_int(path: Path, raw: bytes, name: str, line: int) -> int:
+    """A row, column or depth value: an integer, or a decimal truncated as NEDC's tool does."""
+    text = raw.decode("utf-8", errors="replace").strip()
+    try:
+        value = int(text)
+    except ValueError:
+        if not text:
+            raise AnnotationError(path, f"{name} is empty", line) from None
+        try:
+            number = float(text)
+        except ValueError:
+            raise AnnotationError(path, f"{name} {text!r} is not a number", line) from None
+        if not np.isfinite(number):
+            raise AnnotationError(path, f"{name} {text!r} is not an integer", line) from None
+        value = int(number)
+    if not -(2**63) <= value < 2**63:
+        raise AnnotationError(path, f"{name} {text!r} is out of range", line)
+    return value
+
+
+def _annotation(path: Path, table: _Table, fields: dict) -> Annotation:
+    """Regions from a parsed table, after the checks every NEDC file must pass."""
+    lines = table.lines
+    n = len(table.heads["index"])
+    rstart = np.concatenate([[0], table.change]).astype(np.int64)
+    rend = np.concatenate([table.change, [n]]).astype(np.int64)
+
+    def line_of(row: int) -> int | None:
+        return None if lines is None else int(lines[row])
+
+    starts = rstart.tolist()
+    index, region_id = [], []
+    for k in starts:
+        for name, values in (("index", index), ("region_id", region_id)):
+            text = table.heads[name][k]
             try:
                 values.append(int(text))
             except ValueError:
                 raise AnnotationError(
-                    path, f"{name} {text!r} is not an integer", int(block.lines[k])
+                    path, f"{name} {text!r} is not an integer", line_of(k)
                 ) from None
-        heads.append((*values, block.text(col["label"], k), block.text(col["tissue"], k)))
-    previous: dict[int, int] = {}
-    for r, (index, *_rest) in enumerate(heads):
-        line = int(block.lines[rstart[r]])
-        if r and heads[r - 1][0] == index:
-            (_, rid0, label0, _), (_, rid, label, _) = heads[r - 1], heads[r]
-            what = "region_id" if rid != rid0 else "label" if label != label0 else "tissue"
-            raise AnnotationError(path, f"{what} changes within region index {index}", line)
-        if index in previous:
-            raise AnnotationError(
-                path,
-                f"rows of region index {index} are not contiguous "
-                f"(it also appears at line {previous[index]})",
-                line,
-            )
-        previous[index] = line
-    rows_, cols_ = block.ints(col["row"], "row"), block.ints(col["column"], "column")
+    labels = [table.heads["label"][k] for k in starts]
+    tissues = [table.heads["tissue"][k] for k in starts]
+    if len(set(index)) != len(index):
+        previous: dict[int, int] = {}
+        for r, value in enumerate(index):
+            line = line_of(starts[r])
+            if r and index[r - 1] == value:
+                what = (
+                    "region_id"
+                    if region_id[r] != region_id[r - 1]
+                    else "label"
+                    if labels[r] != labels[r - 1]
+                    else "tissue"
+                )
+                raise AnnotationError(path, f"{what} changes within region index {value}", line)
+            if value in previous:
+                raise AnnotationError(
+                    path,
+                    f"rows of region index {value} are not contiguous "
+                    f"(it also appears at line {previous[value]})",
+                    line,
+                )
+            previous[value] = line
+    rows_, cols_, depth = table.numbers()
     coords = np.column_stack([rows_, cols_]).astype(np.float64)
-    depth = (
-        np.zeros(n, np.int64) if block.zeros(col["depth"]) else block.ints(col["depth"], "depth")
-    )
     # coord_index is not parsed: the vertex order is the row order, as in NEDC's reader.
     region_of_row = np.repeat(np.arange(len(rstart)), rend - rstart)
     _check_distinct(
@@ -611,32 +415,30 @@ def _parse_csv(path: Path, raw: bytearray, size: int) -> Annotation:
         rstart,
         rend,
         region_of_row,
-        block.lines,
-        [h[0] for h in heads],
+        lines,
+        index,
     )
     # Confidence is a region's value (1.0 in every file seen): taken from its first row.
-    confidences = {}
-    for k in rstart.tolist():
-        text = block.text(col["confidence"], k)
+    confidences = []
+    for k in starts:
+        text = table.confidence[k]
         try:
-            confidences[k] = float(text)
+            confidences.append(float(text))
         except ValueError:
             raise AnnotationError(
-                path, f"confidence {text!r} is not a number", int(block.lines[k])
+                path, f"confidence {text!r} is not a number", line_of(k)
             ) from None
     regions = [
         Region(
-            index=index,
-            region_id=rid,
-            label=label,
-            tissue=tissue,
+            index=index[r],
+            region_id=region_id[r],
+            label=labels[r],
+            tissue=tissues[r],
             coords=coords[s:e],
             depth=depth[s:e],
-            confidence=confidences[s],
+            confidence=confidences[r],
         )
-        for (index, rid, label, tissue), s, e in zip(
-            heads, rstart.tolist(), rend.tolist(), strict=True
-        )
+        for r, (s, e) in enumerate(zip(starts, rend.tolist(), strict=True))
     ]
     return Annotation(regions, **fields)
 
@@ -661,7 +463,7 @@ def _check_distinct(path, keys, rstart, rend, region_of_row, lines, index) -> No
         raise AnnotationError(
             path,
             f"region index {index[r]} has fewer than 3 distinct vertices",
-            int(lines[rstart[r]]),
+            None if lines is None else int(lines[rstart[r]]),
         )
 
 

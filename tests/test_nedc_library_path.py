@@ -1,5 +1,6 @@
-"""The CSV reader's fast path (newlines only, rows checked word by word) gives exactly what the
-careful path gives: the same annotation, or the same error on the same line."""
+"""The CSV reader's library path (pandas' C parser) gives exactly what the careful line-by-line
+parser gives: the same annotation, or the same error on the same line. Whatever the library
+path declines, the careful parser reads or explains."""
 
 from __future__ import annotations
 
@@ -21,28 +22,34 @@ EXAMPLE = (Path(__file__).parent / "data" / "example.csv").read_text()
 
 @contextmanager
 def _careful_only():
-    fast = nedc._FastBlock.parse
-    nedc._FastBlock.parse = classmethod(lambda cls, *args: None)
+    library = nedc._library_table
+
+    def declined(*args):
+        raise nedc._Declined
+
+    nedc._library_table = declined
     try:
         yield
     finally:
-        nedc._FastBlock.parse = fast
+        nedc._library_table = library
 
 
 @contextmanager
-def _fast_taken(taken: list):
-    fast = nedc._FastBlock.parse
+def _library_taken(taken: list):
+    """Appends whether the file was read without the careful parser."""
+    careful = nedc._careful_table
+    called = []
 
-    def spy(cls, *args):
-        block = fast(*args)
-        taken.append(block is not None)
-        return block
+    def spy(*args):
+        called.append(True)
+        return careful(*args)
 
-    nedc._FastBlock.parse = classmethod(spy)
+    nedc._careful_table = spy
     try:
         yield
     finally:
-        nedc._FastBlock.parse = fast
+        nedc._careful_table = careful
+        taken.append(not called)
 
 
 def _outcome(path: Path):
@@ -70,11 +77,11 @@ def _outcome(path: Path):
 def _both(path: Path, data: bytes) -> tuple[tuple, tuple, bool]:
     path.write_bytes(data)
     taken: list[bool] = []
-    with _fast_taken(taken):
-        fast = _outcome(path)
+    with _library_taken(taken):
+        library = _outcome(path)
     with _careful_only():
         careful = _outcome(path)
-    return fast, careful, any(taken)
+    return library, careful, taken[0]
 
 
 def _annotation(n_regions: int = 5, n_vertices: int = 40, seed: int = 0, **region) -> Annotation:
@@ -85,19 +92,19 @@ def _annotation(n_regions: int = 5, n_vertices: int = 40, seed: int = 0, **regio
         coords = rng.integers(0, 90_000, size=(n_vertices, 2))
         fields = {"label": labels[i % len(labels)], "tissue": "breast", **region}
         regions.append(Region(i, i + 1, coords=coords, depth=None, **fields))
-    return Annotation(regions, 0.5022, 90_000, 90_000, "fast", "breast")
+    return Annotation(regions, 0.5022, 90_000, 90_000, "library", "breast")
 
 
-def test_regular_file_takes_the_fast_path(tmp_path):
+def test_regular_file_takes_the_library_path(tmp_path):
     text = format_csv(_annotation(12, 300)).encode()
-    fast, careful, taken = _both(tmp_path / "a.csv", text)
+    library, careful, taken = _both(tmp_path / "a.csv", text)
     assert taken
-    assert fast == careful and fast[0] == "ok"
+    assert library == careful and library[0] == "ok"
 
 
-def test_example_takes_the_fast_path(tmp_path):
-    fast, careful, taken = _both(tmp_path / "a.csv", EXAMPLE.encode())
-    assert taken and fast == careful
+def test_example_takes_the_library_path(tmp_path):
+    library, careful, taken = _both(tmp_path / "a.csv", EXAMPLE.encode())
+    assert taken and library == careful
 
 
 def _replace_data(text: str, fn) -> str:
@@ -190,6 +197,10 @@ CASES = {
     "two vertices": lambda: format_csv(_annotation(2, 3)).replace(
         _base().splitlines()[9], _base().splitlines()[9]
     ),
+    "columns in another order": lambda: _base().replace(
+        "index,region_id,tissue,label,coord_index,row,column",
+        "index,region_id,label,tissue,coord_index,column,row",
+    ),
     "reordered columns": lambda: _replace_data(
         _base().replace("coord_index,row,column", "coord_index,column,row"), lambda k, s: s
     ),
@@ -197,9 +208,85 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_fast_path_agrees_with_the_careful_path(tmp_path, case):
-    fast, careful, _ = _both(tmp_path / "a.csv", CASES[case]().encode())
-    assert fast == careful
+def test_library_path_agrees_with_the_careful_path(tmp_path, case):
+    library, careful, _ = _both(tmp_path / "a.csv", CASES[case]().encode())
+    assert library == careful
+
+
+IRREGULAR_BUT_VALID = [
+    "crlf",
+    "blank lines",
+    "trailing blanks",
+    "no final newline",
+    "nine-digit coordinates",
+    "depth varies in a region",
+    "long confidence",
+    "long depth",
+    "short prefix",
+    "long label",
+    "negative coordinate",
+    "decimal coordinate",
+    "empty coord_index",
+    "text coord_index",
+    "columns in another order",
+]
+
+
+@pytest.mark.parametrize("case", IRREGULAR_BUT_VALID)
+def test_irregular_valid_files_take_the_library_path(tmp_path, case):
+    """Blank lines, CRLF, decimals, signs, odd columns: read by pandas, not left to Python."""
+    library, careful, taken = _both(tmp_path / "a.csv", CASES[case]().encode())
+    assert library[0] == "ok", library
+    assert taken and library == careful
+
+
+def test_decimals_are_truncated_either_way(tmp_path):
+    text = _replace_data(
+        _base(), lambda k, s: s.replace(",0,1.0\n", ".75,0,1.0\n") if k % 3 == 0 else s
+    )
+    library, careful, taken = _both(tmp_path / "a.csv", text.encode())
+    assert taken and library == careful
+    exact = read_annotation(tmp_path / "a.csv")
+    plain = _annotation(4, 30)
+    assert [r.coords.tolist() for r in exact.regions] == [r.coords.tolist() for r in plain.regions]
+
+
+ERRORS = {
+    "whitespace-only line": lambda: _replace_data(
+        _base(), lambda k, s: s + (" \t\n" if k == 5 else "")
+    ),
+    "bad UTF-8 label": lambda: _base().replace(",breast,bckg,", ",breast,b\udcffckg,", 1),
+    "empty row value": lambda: _replace_data(
+        _base(),
+        lambda k, s: (
+            ",".join(f if i != 5 else "" for i, f in enumerate(s.split(","))) if k == 7 else s
+        ),  # fmt: skip
+    ),
+    "infinite coordinate": lambda: _replace_data(
+        _base(), lambda k, s: s.replace(",0,1.0\n", "e999,0,1.0\n") if k == 6 else s
+    ),
+    "too many fields in the first row": lambda: _replace_data(
+        _base(), lambda k, s: s.replace(",0,1.0\n", ",0,1.0,7\n") if k == 0 else s
+    ),
+    "too few fields in the first row": lambda: _replace_data(
+        _base(), lambda k, s: s.replace(",0,1.0\n", ",0\n") if k == 0 else s
+    ),
+    "boolean depth": lambda: _base().replace(",0,1.0\n", ",True,1.0\n"),
+    "leading zero splits a region": lambda: _replace_data(
+        _base(), lambda k, s: "0" + s if k == 3 else s
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(ERRORS))
+def test_errors_are_explained_by_the_careful_parser(tmp_path, case):
+    """What pandas would read differently or cannot place on a line: the careful parser says
+    what is wrong, with the line."""
+    data = ERRORS[case]().encode("utf-8", errors="surrogateescape")
+    library, careful, taken = _both(tmp_path / "a.csv", data)
+    assert library == careful
+    assert library[0] == "error" and not taken
+    assert str(tmp_path / "a.csv") + ":" in library[1]
 
 
 MUTATION_CHARS = ",\n\r \t-.0159ax"
@@ -239,7 +326,7 @@ def test_mutated_files_read_the_same_either_way(
         elif how == "delete" and pos < len(data):
             del data[pos]
     path = tmp_path_factory.mktemp("mutated") / "m.csv"
-    fast, careful, taken = _both(path, bytes(data))
-    assert fast == careful
-    if not edits and len(f",{depth},{confidence!r}") <= 8:
-        assert taken  # a regular file with a short depth/confidence tail
+    library, careful, taken = _both(path, bytes(data))
+    assert library == careful
+    if not edits:
+        assert taken  # a regular file never needs the careful parser
