@@ -12,7 +12,8 @@ import numpy as np
 import shapely
 
 from benchmarks._harness import timed
-from napari_crystal.patches import TIE_TOLERANCE, frame_grid, label_frames
+from napari_crystal.geometry import frame_grid
+from napari_crystal.patches import TIE_TOLERANCE, label_frames
 
 
 def synthetic_regions(n: int, shape, seed: int = 0) -> list[np.ndarray]:

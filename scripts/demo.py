@@ -57,10 +57,7 @@ def overview_png(slide_path: Path, out: Path, max_side: int = 1600) -> Path:
     ax.set_axis_off()
     ax.set_title(f"{slide_path.name} (level {level}, downsample {ds:g})")
     if seen:
-        handles = [
-            LegendPatch(color=c, label=lab)
-            for lab, c in sorted(seen.items(), key=lambda kv: palette.class_index(kv[0]))
-        ]
+        handles = [LegendPatch(color=seen[lab], label=lab) for lab in palette.label_order(seen)]
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1, 1), fontsize=8)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)

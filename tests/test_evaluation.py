@@ -13,10 +13,10 @@ from napari_crystal.evaluation import (
     Report,
     compare,
     evaluate,
-    label_order,
     model_truth,
     predict_chunked,
 )
+from napari_crystal.palette import label_order
 from napari_crystal.reports import (
     plot_confusion,
     read_report_json,

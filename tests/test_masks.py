@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from skimage.transform import resize
 
-from napari_crystal.masks import make_mask, polygon_mask, resize_mask, threshold_mask
+from napari_crystal.geometry import polygon_mask
+from napari_crystal.masks import make_mask, resize_mask, threshold_mask
 from napari_crystal.patches import Patch
 
 

@@ -9,15 +9,14 @@ import pytest
 import shapely
 
 from napari_crystal.errors import DatasetError
+from napari_crystal.geometry import frame_grid, window_overlaps
 from napari_crystal.patches import (
     Patch,
     PatchTable,
     choose_level,
-    frame_grid,
     frame_patches,
     label_frames,
     region_patches,
-    window_overlaps,
 )
 
 

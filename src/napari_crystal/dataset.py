@@ -78,11 +78,13 @@ class Dataset:
 
     def unpack(self, rows: slice | np.ndarray | Sequence[int] = slice(None)) -> np.ndarray:
         """Masks of ``rows`` as (k, size*size) uint8 0/1 vectors."""
-        packed = np.asarray(self.packed[rows] if isinstance(rows, slice) else self._take(rows))
+        packed = np.asarray(self.packed[rows] if isinstance(rows, slice) else self.take(rows))
         return np.unpackbits(packed, axis=1, count=self.size * self.size)
 
-    def _take(self, rows) -> np.ndarray:
-        rows = np.asarray(rows, dtype=np.intp)
+    def take(self, rows) -> np.ndarray:
+        """Packed rows by position or by a bool mask (numpy or zarr), read in one selection."""
+        rows = np.asarray(rows)
+        rows = np.flatnonzero(rows) if rows.dtype == bool else rows.astype(np.intp)
         if isinstance(self.packed, np.ndarray):
             return self.packed[rows]
         return np.asarray(self.packed.get_orthogonal_selection((rows, slice(None))))

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from napari_crystal import palette
 from napari_crystal.errors import Cancelled, ModelError
+from napari_crystal.palette import label_order
 from napari_crystal.training import Model, packed_width, truth_labels
 
 #: Classes the study reports per-class accuracy for.
@@ -152,13 +152,6 @@ def model_truth(model: Model, labels: Sequence[str]) -> np.ndarray:
 # ---------------------------------------------------------------- reports
 
 
-def label_order(labels: Iterable[str]) -> list[str]:
-    """Palette order for known labels, then the unknown ones sorted."""
-    present = {str(label) for label in labels}
-    known = [label for label in palette.LABELS if label in present]
-    return known + sorted(present - set(palette.LABELS))
-
-
 @dataclass
 class ClassScores:
     """Scores of one class. ``accuracy`` is the share of the class's patches predicted as the
@@ -228,7 +221,7 @@ def evaluate(
     """Counts, accuracy, per-class scores and confusion matrix of ``y_pred`` against ``y_true``.
 
     Map ``y_true`` with the model's crystal policy first (`model_truth`). ``classes`` adds
-    rows/columns that may be absent (e.g. the model's classes); order is `label_order`.
+    rows/columns that may be absent (e.g. the model's classes); order is `palette.label_order`.
     """
     t = _as_labels(y_true, "y_true")
     p = _as_labels(y_pred, "y_pred")

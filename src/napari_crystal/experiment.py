@@ -458,9 +458,7 @@ def dataset_prediction_map(
         from napari_crystal.evaluation import model_truth
 
         check_classes(model, model_truth(model, table.label), where=where)
-        sub = Dataset(
-            table, _take(dataset.packed, rows), dataset.size, dataset.method, dataset.meta
-        )
+        sub = Dataset(table, dataset.take(rows), dataset.size, dataset.method, dataset.meta)
         evaluation = evaluate_model(
             model, sub, chunk=chunk, progress=progress, cancel=cancel, n_jobs=n_jobs
         )
@@ -477,14 +475,6 @@ def dataset_prediction_map(
         table, predicted, truth, proba, model.classes, polygons, shape,
         max_side=max_side, frame=frame,
     )  # fmt: skip
-
-
-def _take(packed, rows: np.ndarray) -> np.ndarray:
-    """Rows of packed masks (numpy or zarr) by a bool mask, read in one selection."""
-    idx = np.flatnonzero(rows)
-    if isinstance(packed, np.ndarray):
-        return packed[idx]
-    return np.asarray(packed.get_orthogonal_selection((idx, slice(None))))
 
 
 # ------------------------------------------------ one or two models evaluated (CLI and widgets)

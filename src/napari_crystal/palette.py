@@ -83,10 +83,14 @@ def label_colormap(alpha: float = 0.5) -> dict[int | None, np.ndarray]:
     return colors
 
 
+def label_order(labels) -> list[str]:
+    """The distinct ``labels`` in palette order; labels the palette does not know last, sorted."""
+    present = {str(label) for label in labels}
+    return [lab for lab in LABELS if lab in present] + sorted(present - set(LABELS))
+
+
 def count_by_class(labels) -> dict[str, int]:
-    """Patches per label in palette order (unknown labels last, alphabetically)."""
+    """Patches per label in palette order (:func:`label_order`)."""
     found, counts = np.unique(np.asarray(labels, dtype=str), return_counts=True)
     table = dict(zip(found.tolist(), counts.tolist(), strict=True))
-    order = [lab for lab in LABELS if lab in table]
-    order += sorted(lab for lab in table if lab not in LABELS)
-    return {lab: int(table[lab]) for lab in order}
+    return {lab: int(table[lab]) for lab in label_order(table)}

@@ -1,7 +1,8 @@
 """Patch tables: the crops of a slide that become masks (one per region, or NEDC frames).
 
 A patch box is in level-0 pixels, (row, column) order; ``level`` is the pyramid level its crop
-is read at (see ``LEVEL_RULE``). Frame labelling is exact polygon/window overlap, vectorised.
+is read at (see ``LEVEL_RULE``). Frame labelling is exact polygon/window overlap
+(:func:`napari_crystal.geometry.window_overlaps`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from napari_crystal.errors import DatasetError
+from napari_crystal.geometry import frame_grid, polygon_area, window_overlaps
 
 LEVEL_RULE = (
     "coarsest pyramid level at which the patch box is still at least `size` pixels on its "
@@ -187,104 +189,6 @@ def region_patches(slide, annotation, size: int = 256) -> PatchTable:
             )  # fmt: skip
         )
     return PatchTable.from_rows(rows)
-
-
-def frame_grid(shape: Sequence[int], frame: int = 250, window: int = 500):
-    """Frame grid of a level-0 ``shape``: (n_rows, n_cols, margin).
-
-    Frames tile level 0 from (0, 0) with step ``frame`` and cover the whole slide (the last
-    row/column of frames may stick out); each window starts ``margin = (window - frame) // 2``
-    before its frame.
-    """
-    if frame <= 0 or window < frame:
-        raise ValueError(f"need 0 < frame <= window, got frame={frame}, window={window}")
-    return -(-int(shape[0]) // frame), -(-int(shape[1]) // frame), (window - frame) // 2
-
-
-def _edge_integral(r0, c0, r1, c1, ys, xs) -> np.ndarray:
-    """Sum over edges of the signed area between each edge and row ``y``, left of column ``x``.
-
-    For a closed polygon this is area(polygon ∩ {row < y, col < x}) up to the orientation sign.
-    Shapes: edges (E,), ys (Y,), xs (X,) -> (Y, X).
-    """
-    forward = c1 > c0
-    a = np.where(forward, c0, c1)[:, None, None]
-    b = np.where(forward, c1, c0)[:, None, None]
-    ga = np.where(forward, r0, r1)[:, None, None]
-    gb = np.where(forward, r1, r0)[:, None, None]
-    sign = np.where(forward, 1.0, -1.0)[:, None, None]
-    span = b - a
-    slope = np.divide(gb - ga, span, out=np.zeros_like(span), where=span > 0)
-    end = np.clip(xs[None, None, :], a, b)  # (E, 1, X)
-    width = end - a
-    y = ys[None, :, None]
-    ha = y - ga  # (E, Y, 1)
-    hb = y - (ga + slope * width)  # (E, Y, X)
-    both = (ha >= 0) & (hb >= 0)
-    diff = ha - hb
-    with np.errstate(divide="ignore", invalid="ignore"):
-        left_tri = np.where(ha > 0, ha * ha / np.where(diff > 0, 2 * diff, 1.0), 0.0)
-        right_tri = np.where(hb > 0, hb * hb / np.where(diff < 0, -2 * diff, 1.0), 0.0)
-    area = np.where(both, (ha + hb) * 0.5, np.where(ha > 0, left_tri, right_tri)) * width
-    return (sign * area).sum(axis=0)
-
-
-def _prefix_area(coords: np.ndarray, ys: np.ndarray, xs: np.ndarray, budget: int = 1 << 21):
-    """area(polygon ∩ {row < y, col < x}) on the grid ``ys`` x ``xs`` (exact up to rounding)."""
-    closed = coords if np.array_equal(coords[0], coords[-1]) else np.vstack([coords, coords[:1]])
-    r0, c0, r1, c1 = closed[:-1, 0], closed[:-1, 1], closed[1:, 0], closed[1:, 1]
-    keep = c0 != c1  # vertical edges bound no area
-    r0, c0, r1, c1 = r0[keep], c0[keep], r1[keep], c1[keep]
-    out = np.zeros((len(ys), len(xs)))
-    if len(r0) == 0:
-        return out
-    step = max(1, budget // max(1, len(r0) * len(xs)))
-    for start in range(0, len(ys), step):
-        out[start : start + step] = _edge_integral(r0, c0, r1, c1, ys[start : start + step], xs)
-    y, x = closed[:, 0], closed[:, 1]
-    orientation = np.sign(np.dot(x[:-1], y[1:]) - np.dot(y[:-1], x[1:]))
-    return out * (orientation or 1.0)
-
-
-def window_overlaps(coords, shape, frame: int = 250, window: int = 500):
-    """Exact overlap area of one polygon with every frame's window: ((r0, r1), (c0, c1), areas).
-
-    Only the windows meeting the polygon's bounding box are computed; ``areas`` has shape
-    (r1 - r0, c1 - c0) and every other window's overlap is 0.
-    """
-    n_rows, n_cols, margin = frame_grid(shape, frame, window)
-    coords = np.asarray(coords, dtype=np.float64).reshape(-1, 2)
-    lo, hi = coords.min(axis=0), coords.max(axis=0)
-    spans = []
-    for axis, n in ((0, n_rows), (1, n_cols)):
-        starts = np.arange(n, dtype=np.float64) * frame - margin
-        first = int(np.searchsorted(starts + window, lo[axis], side="right"))
-        last = int(np.searchsorted(starts, hi[axis], side="left"))
-        spans.append((first, max(first, last), starts))
-    (r_first, r_last, r_starts), (c_first, c_last, c_starts) = spans
-    if r_last <= r_first or c_last <= c_first:
-        return (r_first, r_first), (c_first, c_first), np.zeros((0, 0))
-    local = coords - lo  # small numbers: less rounding
-    tops = r_starts[r_first:r_last] - lo[0]
-    lefts = c_starts[c_first:c_last] - lo[1]
-    # the prefix area is flat beyond the bounding box: clip the window edges into it
-    ys, iy = np.unique(np.clip(np.concatenate([tops, tops + window]), 0, hi[0] - lo[0]),
-                       return_inverse=True)  # fmt: skip
-    xs, ix = np.unique(np.clip(np.concatenate([lefts, lefts + window]), 0, hi[1] - lo[1]),
-                       return_inverse=True)  # fmt: skip
-    grid = _prefix_area(local, ys, xs)
-    n_r, n_c = len(tops), len(lefts)
-    top_rows, bottom_rows = grid[iy[:n_r]], grid[iy[n_r:]]
-    left, right = ix[:n_c], ix[n_c:]
-    areas = bottom_rows[:, right] - top_rows[:, right] - bottom_rows[:, left] + top_rows[:, left]
-    return (r_first, r_last), (c_first, c_last), areas
-
-
-def polygon_area(coords) -> float:
-    """Shoelace area of a polygon given as (N, 2) row/col vertices."""
-    c = np.asarray(coords, dtype=np.float64).reshape(-1, 2)
-    y, x = c[:, 0], c[:, 1]
-    return abs(float(x[:-1] @ y[1:] - y[:-1] @ x[1:] + x[-1] * y[0] - y[-1] * x[0])) / 2
 
 
 def label_frames(annotation, shape, frame: int = 250, window: int = 500, threshold: float = 0.5):

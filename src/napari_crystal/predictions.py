@@ -7,13 +7,12 @@ on the longer side; frame patches are one pixel per frame. Both rest on one inde
 (which patch covers each pixel), so the class maps are table lookups (fast for 20,000
 patches) and hovering a level-0 position finds its patch in O(1).
 
-Raster pixel ``i`` covers level-0 pixels ``[i * scale, (i + 1) * scale)``; in napari (pixel
-centres at integers) that is ``scale=(s, s)`` and ``translate=((s - 1) / 2, (s - 1) / 2)``.
+Raster pixel ``i`` covers level-0 pixels ``[i * scale, (i + 1) * scale)``, the convention of
+:mod:`napari_crystal.geometry` (whose ``raster_transform`` places it in napari).
 """
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,6 +22,14 @@ import numpy as np
 
 from napari_crystal import palette
 from napari_crystal.errors import DatasetError, ModelError
+from napari_crystal.geometry import (
+    level_box,
+    polygon_area,
+    polygon_mask,
+    raster_grid,
+    raster_index,
+    raster_transform,
+)
 from napari_crystal.patches import PatchTable
 
 Progress = Callable[[int, int], None] | None
@@ -43,13 +50,11 @@ class PatchRaster:
     @property
     def translate(self) -> tuple[float, float]:
         """napari ``translate`` that puts pixel ``i`` over level-0 pixels ``[i s, (i+1) s)``."""
-        t = (self.scale - 1) / 2
-        return (t, t)
+        return raster_transform(self.scale)[1]
 
     def rows_at(self, rows, cols) -> np.ndarray:
         """Table rows under level-0 positions (floats allowed; -1 outside or uncovered)."""
-        r = np.floor((np.asarray(rows, dtype=np.float64) + 0.5) / self.scale).astype(np.intp)
-        c = np.floor((np.asarray(cols, dtype=np.float64) + 0.5) / self.scale).astype(np.intp)
+        r, c = raster_index(rows, self.scale), raster_index(cols, self.scale)
         h, w = self.index.shape
         inside = (r >= 0) & (r < h) & (c >= 0) & (c < w)
         out = np.full(np.shape(r), -1, dtype=np.int64)
@@ -120,24 +125,18 @@ def region_raster(
     (and is what hovering finds); a region smaller than a pixel still gets the pixel at its
     centre, so no patch disappears.
     """
-    from napari_crystal.masks import polygon_mask  # the project's one scanline polygon fill
-
-    height, width = _extent(table, shape)
-    ds = max(1, math.ceil(max(height, width) / max_side))
-    n_rows, n_cols = -(-height // ds), -(-width // ds)
+    ds, (n_rows, n_cols) = raster_grid(_extent(table, shape), max_side, whole=True)
     index = np.full((n_rows, n_cols), -1, dtype=np.int32)
     if polygons is not None and len(polygons) != len(table):
         raise ValueError(f"{len(polygons)} polygons for {len(table)} patches")
     area = table.height.astype(np.float64) * table.width
     if polygons is not None:
-        from napari_crystal.patches import polygon_area
-
         area = np.array([polygon_area(p) if len(p) >= 3 else 0.0 for p in polygons])
     for i in np.argsort(-area, kind="stable"):
-        top, left = int(table.top[i]), int(table.left[i])
-        r0, c0 = max(0, top // ds), max(0, left // ds)
-        r1 = min(n_rows, -(-(top + int(table.height[i])) // ds))
-        c1 = min(n_cols, -(-(left + int(table.width[i])) // ds))
+        top, left, h, w = level_box(
+            int(table.top[i]), int(table.left[i]), int(table.height[i]), int(table.width[i]), ds
+        )
+        r0, c0, r1, c1 = max(0, top), max(0, left), min(n_rows, top + h), min(n_cols, left + w)
         if r1 <= r0 or c1 <= c0:
             continue
         if polygons is None:
@@ -239,12 +238,7 @@ class PredictionMap:
 
     def error_counts(self) -> dict[str, int]:
         """Wrong patches per true class, palette order."""
-        labels, counts = np.unique(self.truth[self.wrong], return_counts=True)
-        found = dict(zip(labels.tolist(), counts.tolist(), strict=True))
-        order = [c for c in palette.LABELS if c in found] + sorted(
-            set(found) - set(palette.LABELS)
-        )
-        return {c: int(found[c]) for c in order}
+        return palette.count_by_class(self.truth[self.wrong])
 
     def info(self, row: int) -> PatchInfo:
         """Hover information of table row ``row``."""

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_crystal.palette import CRYSTAL_LABELS, CRYSTAL_PARENT, LABELS
+from napari_crystal.palette import CRYSTAL_LABELS, CRYSTAL_PARENT, LABELS, label_order
 from napari_crystal.synthetic.pyramid import write_pyramid
 from napari_crystal.synthetic.render import (
     _SHAPES,
@@ -309,7 +309,7 @@ def generate_corpus(
                 counts[label] = counts.get(label, 0) + 1
         summary[split] = {
             "slides": len(plan[split]),
-            "regions": dict(sorted(counts.items(), key=lambda kv: LABELS.index(kv[0]))),
+            "regions": {label: counts[label] for label in label_order(counts)},
         }
     info = {"preset": p.name, "seed": seed, "mpp": p.mpp, "splits": summary}
     tmp = out / ".SYNTHETIC.json.tmp"

@@ -33,6 +33,7 @@ from psygnal import Signal
 from napari_crystal import palette
 from napari_crystal.dataset import Dataset, build_dataset, dataset_for_slide, save_dataset
 from napari_crystal.errors import CrystalError, DatasetError
+from napari_crystal.geometry import raster_transform
 from napari_crystal.masks import CHANNELS, METHODS, resize_mask
 from napari_crystal.plugin.widgets._layers import (
     DATASET_KEY,
@@ -385,11 +386,12 @@ class MaskWidget(Container):
         rgba = np.zeros((*mask.shape, 4), dtype=np.uint8)
         rgba[mask] = (palette.rgba(patch.label, 0.85) * 255).astype(np.uint8)
         image = self.image.value
-        img_scale = np.asarray(image.scale[-2:]) if image is not None else np.ones(2)
-        img_shift = np.asarray(image.translate[-2:]) if image is not None else np.zeros(2)
-        scale = np.array([patch.height, patch.width]) / self.dataset.size * img_scale
-        translate = np.array([patch.top, patch.left]) * img_scale + img_shift
-        translate += (scale - img_scale) / 2  # mask pixel centres over the box they cover
+        world = (image.scale, image.translate) if image is not None else None
+        scale, translate = raster_transform(
+            np.array([patch.height, patch.width]) / self.dataset.size,
+            origin=(patch.top, patch.left),
+            world=world,
+        )
         if PREVIEW in self.viewer.layers:
             layer = self.viewer.layers[PREVIEW]
             layer.data, layer.scale, layer.translate = rgba, scale, translate

@@ -26,6 +26,7 @@ from napari.utils.notifications import show_error, show_info
 
 from napari_crystal import palette
 from napari_crystal.errors import CrystalError
+from napari_crystal.geometry import raster_transform
 from napari_crystal.plugin.widgets._layers import (
     layers_of,
     shapes_annotation,
@@ -227,8 +228,8 @@ def add_overlay_layers(
         a, b = np.asarray(slide.scale[-2:], float), np.asarray(slide.translate[-2:], float)
 
     def placed(step: float) -> dict:
-        # raster pixel i covers level-0 [i step, (i + 1) step): napari puts pixel centres there
-        return {"scale": tuple(step * a), "translate": tuple((step - 1) / 2 * a + b)}
+        scale, translate = raster_transform(step, world=(a, b))
+        return {"scale": scale, "translate": translate}
 
     meta = {"napari_crystal": "prediction overlay", "classes": list(pmap.classes)}
     truth = viewer.add_labels(

@@ -275,9 +275,7 @@ class TrainWidget(Container):
         model, path, seconds = result
         self.model, self.model_path = model, Path(path)
         counts = model.class_counts
-        order = [c for c in palette.LABELS if c in counts] + sorted(
-            c for c in counts if c not in palette.LABELS
-        )
+        order = palette.label_order(counts)
         self.counts.value = {
             "class": [*order, "total"],
             "patches": [counts[c] for c in order] + [sum(counts.values())],
