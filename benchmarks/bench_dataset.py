@@ -100,13 +100,13 @@ def naive_mask(slide, polygon, top, left, height, width, size=SIZE, fast_raster=
     from skimage.filters import threshold_otsu
     from skimage.transform import resize
 
-    from napari_crystal.masks import polygon_mask
+    from napari_crystal.geometry import fill_polygon
 
     rgb = slide.read_region(0, top, left, height, width)
     grey = rgb2gray(rgb)
     local = np.asarray(polygon, float) - (top, left)
-    fill = polygon_mask if fast_raster else (lambda poly, shape: polygon2mask(shape, poly))
-    inside = fill(local, (height, width))
+    fill = fill_polygon if fast_raster else polygon2mask
+    inside = fill((height, width), local)
     values = grey[inside]
     if values.size == 0 or values.min() == values.max():
         mask = np.zeros((height, width), bool)
