@@ -46,6 +46,9 @@ class Dataset:
     """Patch table + packed masks (``packed[i]`` = ``np.packbits`` of mask i, row-major).
 
     ``packed`` is a numpy array or, for a loaded dataset, a lazy zarr array: slice it by rows.
+    A feature dataset (`napari_crystal.features`) holds float32 feature rows there instead
+    (NaN rows: patches skipped), with ``size`` 0, ``method`` the set's name and the set's
+    settings in ``meta["features"]``.
     """
 
     table: PatchTable
@@ -70,6 +73,11 @@ class Dataset:
             kind=np.full(n, "region"), index=np.arange(n),
         )  # fmt: skip
         return cls(table, packed, int(size), method, {"channel": "grey"})
+
+    @property
+    def feature_set(self) -> str:
+        """``"mask"`` for packed masks, else the feature set of the rows."""
+        return (self.meta.get("features") or {}).get("feature_set", "mask")
 
     @property
     def labels(self) -> np.ndarray:
@@ -158,6 +166,9 @@ def _write_zarr(path: Path, table: PatchTable, blocks: Iterator[np.ndarray], met
     import zarr
 
     n, nbytes = len(table), _nbytes(int(meta["size"]))
+    rows_name, dtype = "packed", "uint8"
+    if (meta.get("features") or {}).get("feature_set", "mask") != "mask":
+        rows_name, dtype, nbytes = "features", "float32", len(meta["feature_names"])
     group = zarr.open_group(store=str(path), mode="w", zarr_format=3)
     cats: dict[str, list[str]] = {}
     tgroup = group.create_group("table")
@@ -169,11 +180,11 @@ def _write_zarr(path: Path, table: PatchTable, blocks: Iterator[np.ndarray], met
             col = codes.astype(np.int32).reshape(-1)
         tgroup.create_array(name, data=np.ascontiguousarray(col), chunks=(max(1, len(col)),))
     packed = group.create_array(
-        "packed", shape=(n, nbytes), dtype="uint8", chunks=(max(1, min(n, PACK_CHUNK)), nbytes)
+        rows_name, shape=(n, nbytes), dtype=dtype, chunks=(max(1, min(n, PACK_CHUNK)), nbytes)
     )
     start = 0
     for block in blocks:
-        block = np.asarray(block, dtype=np.uint8).reshape(-1, nbytes)
+        block = np.asarray(block, dtype=dtype).reshape(-1, nbytes)
         packed[start : start + len(block)] = block
         start += len(block)
     if start != n:
@@ -238,6 +249,11 @@ def load_dataset(path) -> Dataset:
         if name in STRING_COLUMNS:
             col = np.asarray(cats[name] or [""], dtype=str)[col] if len(col) else col.astype(str)
         columns[name] = col
+    if (meta.get("features") or {}).get("feature_set", "mask") != "mask":
+        rows = group["features"]
+        if rows.shape != (int(meta["n"]), len(meta["feature_names"])):
+            raise DatasetError(path, f"feature rows have shape {rows.shape}, metadata disagree")
+        return Dataset(PatchTable.from_columns(columns), rows, 0, meta["method"], meta)
     packed = group["packed"]
     if packed.shape != (int(meta["n"]), _nbytes(int(meta["size"]))):
         raise DatasetError(path, f"packed masks have shape {packed.shape}, metadata disagree")

@@ -73,7 +73,12 @@ def predict_chunked(
     shape = getattr(packed, "shape", None)
     if shape is None or len(shape) != 2:
         raise ValueError(f"packed masks must be a 2-D array, got shape {shape}")
-    if shape[1] != packed_width(model.size):
+    names = (model.meta or {}).get("feature_names") if (model.meta or {}).get("features") else None
+    if names is not None and shape[1] != len(names):
+        raise ModelError(
+            model.path, f"rows have {shape[1]} features but the model needs {len(names)}"
+        )
+    if names is None and shape[1] != packed_width(model.size):
         raise ModelError(
             model.path,
             f"dataset rows have {shape[1]} bytes but the model needs {model.size}x{model.size} "
@@ -82,7 +87,7 @@ def predict_chunked(
     if chunk < 1:
         raise ValueError("chunk must be at least 1")
     n = int(shape[0])
-    nfeat = model.size * model.size
+    nfeat = len(names) if names is not None else model.size * model.size
     classes = np.asarray(model.classes, dtype=str)
     if scheduler is not None:
         proba = _predict_tasks(model, packed, n, chunk, progress, cancel, scheduler, source)
@@ -96,10 +101,13 @@ def predict_chunked(
         for start in range(0, n, chunk):
             if cancel is not None and cancel.is_set():
                 raise Cancelled("prediction cancelled")
-            rows = np.asarray(packed[start : start + chunk], dtype=np.uint8)
-            m = len(rows)
+            m = min(chunk, n - start)
             x = buf[:m]
-            x[...] = np.unpackbits(rows, axis=1, count=nfeat)
+            if names is not None:  # feature rows (float), not packed masks
+                x[...] = np.asarray(packed[start : start + m], dtype=np.float32)
+            else:
+                rows = np.asarray(packed[start : start + chunk], dtype=np.uint8)
+                x[...] = np.unpackbits(rows, axis=1, count=nfeat)
             proba[start : start + m] = model.estimator.predict_proba(x)
             if progress is not None:
                 progress(start + m, n)

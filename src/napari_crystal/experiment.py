@@ -56,7 +56,7 @@ WITH, WITHOUT = "with crystals", "without crystals"
 def dataset_meta(dataset: Dataset) -> dict[str, Any]:
     """What a model must remember about the dataset it was trained on."""
     meta = dict(dataset.meta or {})
-    return {
+    out = {
         "method": dataset.method,
         "size": int(dataset.size),
         "level_rule": meta.get("level_rule"),
@@ -64,6 +64,9 @@ def dataset_meta(dataset: Dataset) -> dict[str, Any]:
         "dataset": meta.get("path") or meta.get("corpus"),
         "n_patches": len(dataset),
     }
+    if meta.get("features"):  # a feature dataset: the model must make its rows the same way
+        out.update(features=meta["features"], feature_names=list(meta["feature_names"]))
+    return out
 
 
 def train_on_dataset(
@@ -105,6 +108,7 @@ class Evaluation:
     predicted: np.ndarray
     proba: np.ndarray
     truth: np.ndarray
+    rows: np.ndarray | None = None  # dataset rows evaluated (None: all; feature sets skip some)
 
 
 def evaluate_model(
@@ -125,7 +129,21 @@ def evaluate_model(
     themselves); None predicts here with ``n_jobs`` threads.
     """
     where = (dataset.meta or {}).get("path")
-    check_compatible(model, size=dataset.size, method=dataset.method, path=where)
+    features = (dataset.meta or {}).get("features")
+    check_compatible(
+        model, size=dataset.size, method=dataset.method, path=where, features=features
+    )
+    if features:  # feature rows: patches skipped at extraction (NaN rows) are not scored
+        from napari_crystal.training import finite_rows
+
+        rows = np.flatnonzero(finite_rows(dataset.packed))
+        block = np.asarray(dataset.packed[:], dtype=np.float32)[rows]
+        pred, proba = predict_chunked(
+            model, block, chunk=chunk, progress=progress, cancel=cancel, n_jobs=n_jobs
+        )
+        truth = model_truth(model, np.asarray(dataset.labels)[rows])
+        report = evaluate(truth, pred, model.classes, name=name, test_set=test_set)
+        return Evaluation(report, pred, proba, truth, rows)
     pred, proba = predict_chunked(
         model, dataset.packed, chunk=chunk, progress=progress, cancel=cancel, n_jobs=n_jobs,
         scheduler=scheduler, source=None if isinstance(dataset.packed, np.ndarray) else where,

@@ -199,13 +199,46 @@ def iter_unpacked(packed: Any, size: int, chunk: int = 1024) -> Iterator[tuple[i
         yield start, np.unpackbits(rows, axis=1, count=size * size)
 
 
+def is_feature_rows(rows: Any) -> bool:
+    """Whether ``rows`` are float feature rows (`napari_crystal.features`), not packed masks."""
+    dtype = getattr(rows, "dtype", None)
+    return dtype is not None and np.issubdtype(np.dtype(dtype), np.floating)
+
+
+def feature_matrix(rows: Any, keep: np.ndarray, size: int, chunk: int = 1024) -> np.ndarray:
+    """The float32 training matrix of the kept rows of either kind of dataset: packed masks
+    (unpacked chunk by chunk) or feature rows (taken as they are)."""
+    if not is_feature_rows(rows):
+        return _features(rows, keep, size, chunk)
+    X = np.empty((int(keep.sum()), int(rows.shape[1])), dtype=np.float32)
+    row = 0
+    for start in range(0, int(rows.shape[0]), chunk):
+        block = np.asarray(rows[start : start + chunk], dtype=np.float32)
+        sel = block[keep[start : start + len(block)]]
+        X[row : row + len(sel)] = sel
+        row += len(sel)
+    return X
+
+
+def finite_rows(rows: Any, chunk: int = 4096) -> np.ndarray:
+    """Bool per row: False for the NaN rows a feature dataset keeps for skipped patches."""
+    n = int(rows.shape[0])
+    if not is_feature_rows(rows):
+        return np.ones(n, dtype=bool)
+    out = np.empty(n, dtype=bool)
+    for start in range(0, n, chunk):
+        out[start : start + chunk] = np.isfinite(np.asarray(rows[start : start + chunk])).all(1)
+    return out
+
+
 def training_hash(packed: Any, labels: Sequence[str], size: int, chunk: int = 4096) -> str:
-    """sha256 over the packed mask bytes, the mask size and the labels (one per line)."""
+    """sha256 over the packed mask bytes (or feature rows), the mask size and the labels."""
     h = hashlib.sha256()
     h.update(f"size={size}\n".encode())
     n = int(packed.shape[0])
+    dtype = np.float32 if is_feature_rows(packed) else np.uint8
     for start in range(0, n, chunk):
-        h.update(np.ascontiguousarray(packed[start : start + chunk], dtype=np.uint8).tobytes())
+        h.update(np.ascontiguousarray(packed[start : start + chunk], dtype=dtype).tobytes())
     h.update("\n".join(str(label) for label in labels).encode("utf-8"))
     return h.hexdigest()
 
@@ -301,11 +334,16 @@ def train_model(
     meta = dict(meta or {})
     source = meta.get("dataset")
     source = None if source is None else str(source)
-    n = check_packed(packed, size, source)
+    if is_feature_rows(packed):
+        n = int(packed.shape[0])
+    else:
+        n = check_packed(packed, size, source)
     labels = np.asarray(labels, dtype=str).reshape(-1)
     if len(labels) != n:
         raise DatasetError(source, f"{n} masks but {len(labels)} labels")
     y, keep = map_labels(labels, crystals)
+    valid = finite_rows(packed)  # skipped patches of a feature dataset are left out
+    y, keep = y[valid[keep]], keep & valid
     classes, counts = np.unique(y, return_counts=True)
     if len(classes) < 2:
         found = ", ".join(classes) if len(classes) else "none"
@@ -328,7 +366,7 @@ def train_model(
     threads = max(1, jobs if jobs > 0 else (os.cpu_count() or 1))
     per_step = -(-max(1, total // max(1, steps)) // threads) * threads
     batch = threads
-    X = _features(packed, keep, size)
+    X = feature_matrix(packed, keep, size)
     draws = _draws_per_tree(forest)
     done = 0
     if progress is not None:
@@ -460,7 +498,9 @@ def load_model(path: str | os.PathLike) -> Model:
     if classes != tuple(meta["classes"]):
         raise ModelError(path, "estimator classes disagree with the model metadata")
     size = int(meta["size"])
-    if getattr(estimator, "n_features_in_", size * size) != size * size:
+    names = (meta.get("meta") or {}).get("feature_names")
+    width = len(names) if (meta.get("meta") or {}).get("features") and names else size * size
+    if getattr(estimator, "n_features_in_", width) != width:
         raise ModelError(path, "estimator feature count disagrees with the mask size")
     current = library_versions()
     differ = [
@@ -496,12 +536,27 @@ def check_compatible(
     size: int | None = None,
     method: str | None = None,
     path: str | os.PathLike | None = None,
+    features: dict | None | str = "unchecked",
 ) -> None:
     """Raise `ModelError` when a dataset's mask size or method differs from the model's.
 
+    ``features`` is the dataset's feature settings (``None``: packed masks); a different
+    feature set, resolution or stain reference is refused naming both settings.
     ``path`` names the dataset in the message; ``None`` values are not checked.
     """
     where = path if path is not None else model.path
+    if features != "unchecked":
+        from napari_crystal.features import describe, same_settings
+
+        mine = (model.meta or {}).get("features")
+        if not same_settings(mine, features):
+            raise ModelError(
+                where,
+                f"the data were made with {describe(features)} but the model was trained on "
+                f"{describe(mine)}",
+            )
+        if mine:
+            return
     if size is not None and int(size) != model.size:
         raise ModelError(
             where,

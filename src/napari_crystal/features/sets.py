@@ -1,0 +1,270 @@
+"""The engineered feature sets: small fixed-length vectors from one region crop.
+
+Every function takes the crop (RGB uint8, already stain-normalised when asked), the boolean
+``inside`` mask of the region in that crop, and the crop's pixel size in micrometres, and
+returns a float vector whose length does not depend on the crop size. Fixed ranges and
+thresholds (not per-crop ones) keep values comparable between regions and slides.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: rgb2hed value ranges used for histograms and grey-level quantisation (H, E, residual).
+HED_RANGES = ((0.0, 0.3), (0.0, 0.2), (0.0, 0.2))
+HED_NAMES = ("haematoxylin", "eosin", "residual")
+
+#: GLCM settings: distances in pixels at the chosen resolution, four directions, 32 grey levels.
+GLCM_DISTANCES = (1, 2, 4)
+GLCM_ANGLES = (0.0, np.pi / 4, np.pi / 2, 3 * np.pi / 4)
+GLCM_LEVELS = 32
+GLCM_PROPS = ("contrast", "dissimilarity", "homogeneity", "energy", "correlation", "ASM")
+#: LBP (points, radius) pairs, "uniform" patterns: P + 2 histogram bins each.
+LBP_SETTINGS = ((8, 1), (16, 2))
+
+COLOUR_BINS = 8
+
+#: Dark components: grey (rgb2gray) at most this; "large" ones cover at least LARGE_UM2.
+DARK_GREY = 0.3
+LARGE_UM2 = 50.0
+
+#: multiscale_basic_features settings (sigmas in pixels at the chosen resolution).
+MULTISCALE = {"sigma_min": 0.5, "sigma_max": 8.0, "num_sigma": 5}
+
+#: Smallest region the non-mask sets accept: texture needs pixel pairs at every distance.
+MIN_SIDE = max(GLCM_DISTANCES) + 1
+MIN_PIXELS = 16
+TOO_SMALL_RULE = (
+    f"a region whose crop at the chosen resolution is under {MIN_SIDE} pixels on a side or "
+    f"has under {MIN_PIXELS} pixels inside is skipped (its row is NaN) and counted"
+)
+
+
+class TooSmall(ValueError):
+    """The region is too small at this resolution for the texture distances."""
+
+
+def check_size(inside: np.ndarray) -> None:
+    """Raise `TooSmall` under `TOO_SMALL_RULE`."""
+    rows = np.flatnonzero(inside.any(axis=1))
+    cols = np.flatnonzero(inside.any(axis=0))
+    if len(rows) == 0:
+        raise TooSmall("no pixel inside the region")
+    h, w = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+    if min(h, w) < MIN_SIDE or int(inside.sum()) < MIN_PIXELS:
+        raise TooSmall(f"region is {h}x{w} px ({int(inside.sum())} inside)")
+
+
+def hed(rgb: np.ndarray) -> np.ndarray:
+    """Colour deconvolution (skimage.color.rgb2hed) of an RGB uint8 crop, float32."""
+    from skimage.color import rgb2hed
+
+    return rgb2hed(np.asarray(rgb)[..., :3]).astype(np.float32)
+
+
+def quantise(values: np.ndarray, lo: float, hi: float, levels: int) -> np.ndarray:
+    """Values in [lo, hi] to integers 0..levels-1 (clipped), uint8."""
+    scaled = (np.asarray(values, dtype=np.float64) - lo) / (hi - lo) * levels
+    return np.clip(np.floor(scaled), 0, levels - 1).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- texture
+
+
+def glcm_features(
+    levels_img: np.ndarray,
+    inside: np.ndarray,
+    n_levels: int = GLCM_LEVELS,
+    distances=GLCM_DISTANCES,
+    angles=GLCM_ANGLES,
+) -> np.ndarray:
+    """GLCM properties per distance, averaged over directions, of pixel pairs inside the region.
+
+    Pixels outside get an extra grey level whose row and column are dropped, so only pairs
+    with both pixels inside count (skimage's graycomatrix has no mask). Returns
+    ``len(GLCM_PROPS) * len(distances)`` values, property-major.
+    """
+    from skimage.feature import graycomatrix, graycoprops
+
+    img = np.where(inside, levels_img.astype(np.int32) + 1, 0).astype(np.uint8)
+    glcm = graycomatrix(img, list(distances), list(angles), levels=n_levels + 1, symmetric=True)
+    glcm = glcm[1:, 1:].astype(np.float64)
+    sums = glcm.sum(axis=(0, 1), keepdims=True)
+    glcm = np.divide(glcm, sums, out=np.zeros_like(glcm), where=sums > 0)
+    out = []
+    for prop in GLCM_PROPS:
+        values = graycoprops(glcm, prop)  # (distances, angles)
+        if prop == "correlation":  # constant pairs: skimage gives 1; keep it finite
+            values = np.nan_to_num(values, nan=1.0)
+        out.append(values.mean(axis=1))
+    return np.concatenate(out).astype(np.float64)
+
+
+def lbp_histogram(img: np.ndarray, inside: np.ndarray, points: int, radius: float) -> np.ndarray:
+    """Normalised histogram of uniform local binary patterns inside the region (P + 2 bins)."""
+    from skimage.feature import local_binary_pattern
+
+    codes = local_binary_pattern(img, points, radius, method="uniform")
+    hist = np.bincount(codes[inside].astype(np.intp), minlength=points + 2)[: points + 2]
+    total = hist.sum()
+    return hist / total if total else hist.astype(np.float64)
+
+
+def texture_names() -> list[str]:
+    names = [f"glcm_{p}_d{d}" for p in GLCM_PROPS for d in GLCM_DISTANCES]
+    for p, r in LBP_SETTINGS:
+        names += [f"lbp_p{p}_r{r}_{k}" for k in range(p + 2)]
+    return names
+
+
+def texture(rgb: np.ndarray, inside: np.ndarray, um_per_px: float) -> np.ndarray:
+    """GLCM properties and LBP histograms of the haematoxylin channel (see `texture_names`)."""
+    check_size(inside)
+    h = quantise(hed(rgb)[..., 0], *HED_RANGES[0], GLCM_LEVELS)
+    parts = [glcm_features(h, inside)]
+    parts += [lbp_histogram(h, inside, p, r) for p, r in LBP_SETTINGS]
+    return np.concatenate(parts)
+
+
+# --------------------------------------------------------------------------- colour
+
+
+def channel_stats(values: np.ndarray, lo: float, hi: float, bins: int = COLOUR_BINS):
+    """Histogram (shares, ``bins`` over [lo, hi], clipped) and mean, std, skewness, kurtosis."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    hist = np.bincount(quantise(v, lo, hi, bins), minlength=bins).astype(np.float64)
+    hist /= max(1, len(v))
+    mean = v.mean() if len(v) else 0.0
+    std = v.std() if len(v) else 0.0
+    if std > 0:
+        z = (v - mean) / std
+        skew, kurt = float((z**3).mean()), float((z**4).mean() - 3.0)
+    else:
+        skew = kurt = 0.0
+    return np.concatenate([hist, [mean, std, skew, kurt]])
+
+
+def colour_names() -> list[str]:
+    stats = [f"bin{k}" for k in range(COLOUR_BINS)] + ["mean", "std", "skewness", "kurtosis"]
+    return [f"{c}_{s}" for c in HED_NAMES for s in stats]
+
+
+def colour(rgb: np.ndarray, inside: np.ndarray, um_per_px: float) -> np.ndarray:
+    """H, E and residual channel histograms and moments inside the region."""
+    check_size(inside)
+    stains = hed(rgb)[inside]
+    return np.concatenate(
+        [channel_stats(stains[:, c], *HED_RANGES[c]) for c in range(3)]
+    )
+
+
+# --------------------------------------------------------------------------- morphology
+
+SHAPE_NAMES = (
+    "area_um2", "perimeter_um", "eccentricity", "solidity", "extent",
+    "major_axis_um", "minor_axis_um",
+)  # fmt: skip
+DARK_NAMES = (
+    "dark_count_per_mm2", "dark_area_share", "dark_mean_area_um2", "dark_max_area_um2",
+    "dark_large_count", "dark_mean_darkness", "dark_largest_darkness",
+)  # fmt: skip
+
+
+def region_shape(inside: np.ndarray, um_per_px: float) -> np.ndarray:
+    """Shape of the region (its largest connected part): see `SHAPE_NAMES`; lengths in um."""
+    from skimage.measure import label, regionprops
+
+    parts = regionprops(label(inside.astype(np.uint8), connectivity=2))
+    if not parts:
+        return np.zeros(len(SHAPE_NAMES))
+    r = max(parts, key=lambda p: p.area)
+    s = float(um_per_px)
+    return np.array(
+        [
+            r.area * s * s, r.perimeter * s, r.eccentricity, r.solidity, r.extent,
+            r.axis_major_length * s, r.axis_minor_length * s,
+        ],
+        dtype=np.float64,
+    )  # fmt: skip
+
+
+def dark_components(grey: np.ndarray, inside: np.ndarray, um_per_px: float) -> np.ndarray:
+    """Size, count and darkness of dark connected components inside (see `DARK_NAMES`).
+
+    Dark = grey <= `DARK_GREY`; darkness = 1 - grey, averaged over a component's pixels.
+    """
+    from skimage.measure import label, regionprops
+
+    dark = (grey <= DARK_GREY) & inside
+    px_um2 = float(um_per_px) ** 2
+    area_um2 = max(int(inside.sum()), 1) * px_um2
+    comps = regionprops(label(dark.astype(np.uint8), connectivity=2), intensity_image=1 - grey)
+    if not comps:
+        return np.zeros(len(DARK_NAMES))
+    areas = np.array([c.area for c in comps], dtype=np.float64) * px_um2
+    darkness = np.array([c.intensity_mean for c in comps], dtype=np.float64)
+    total = float(dark.sum()) * px_um2
+    return np.array(
+        [
+            len(comps) / area_um2 * 1e6, total / area_um2, areas.mean(), areas.max(),
+            float((areas >= LARGE_UM2).sum()),
+            float(((1 - grey)[dark]).mean()), darkness[int(np.argmax(areas))],
+        ]
+    )  # fmt: skip
+
+
+def morphology_names() -> list[str]:
+    return list(SHAPE_NAMES) + list(DARK_NAMES)
+
+
+def morphology(rgb: np.ndarray, inside: np.ndarray, um_per_px: float) -> np.ndarray:
+    """Region shape and its dark (calcification-like) components."""
+    from skimage.color import rgb2gray
+
+    check_size(inside)
+    grey = rgb2gray(np.asarray(rgb)[..., :3])
+    return np.concatenate([region_shape(inside, um_per_px), dark_components(grey, inside, um_per_px)])
+
+
+# --------------------------------------------------------------------------- multiscale
+
+
+def _sigmas() -> np.ndarray:
+    m = MULTISCALE
+    return np.logspace(np.log2(m["sigma_min"]), np.log2(m["sigma_max"]), m["num_sigma"], base=2)
+
+
+def multiscale_names() -> list[str]:
+    per = []
+    for s in _sigmas():
+        per += [f"intensity_s{s:.2g}", f"edges_s{s:.2g}", f"hessian1_s{s:.2g}", f"hessian2_s{s:.2g}"]
+    return [f"{stat}_{n}" for stat in ("mean", "std") for n in per]
+
+
+def pooled_multiscale(img: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """skimage's multiscale_basic_features of a grey image, mean and std over the region."""
+    from skimage.feature import multiscale_basic_features
+
+    feats = multiscale_basic_features(
+        np.asarray(img, dtype=np.float32), intensity=True, edges=True, texture=True,
+        workers=1, channel_axis=None, **MULTISCALE,
+    )  # fmt: skip
+    picked = feats[inside].astype(np.float64)
+    return np.concatenate([picked.mean(axis=0), picked.std(axis=0)])
+
+
+def multiscale(rgb: np.ndarray, inside: np.ndarray, um_per_px: float) -> np.ndarray:
+    """Multiscale Gaussian, edge and Hessian features of the haematoxylin channel, pooled."""
+    check_size(inside)
+    lo, hi = HED_RANGES[0]
+    h = np.clip((hed(rgb)[..., 0] - lo) / (hi - lo), 0, 1)
+    return pooled_multiscale(h, inside)
+
+
+#: name -> (feature names, extractor); "mask" is the packed-mask baseline (no extractor).
+SETS = {
+    "texture": (texture_names, texture),
+    "colour": (colour_names, colour),
+    "morphology": (morphology_names, morphology),
+    "multiscale": (multiscale_names, multiscale),
+}
