@@ -230,8 +230,14 @@ def run_experiment(
     n_jobs: int | None = None,
     chunk: int = 1024,
     progress: StepProgress = None,
+    features: Sequence[str] | None = None,
+    feature_options: dict[str, Any] | None = None,
 ) -> ExperimentResult:
     """Datasets for train and eval, models with and without crystals, evaluation, comparison.
+
+    ``features`` other than just ``mask`` runs these steps for every feature set and compares
+    each with the mask baseline (`features.experiment.run_feature_experiment`, which takes
+    ``feature_options``: mpp, max_side, stain, stain_reference).
 
     ``scheduler`` (see `parallel.run_tasks`) runs dataset building and, unless it is local
     threads (where the forest's own threads serve better), prediction as dask tasks.
@@ -240,6 +246,14 @@ def run_experiment(
     ``models/``, ``report.md``/``report.json`` laid out like the study's tables, confusion
     PNGs and ``timings.json`` with the wall time of each step.
     """
+    if features is not None and list(features) != ["mask"]:  # several sets: the same steps
+        from napari_crystal.features.experiment import run_feature_experiment  # per set
+
+        return run_feature_experiment(
+            corpus, out, features, external=external, method=method, size=size,
+            params=params, scheduler=scheduler, n_jobs=n_jobs, chunk=chunk, progress=progress,
+            **(feature_options or {}),
+        )  # fmt: skip
     corpus, out = Path(corpus), Path(out)
     if not (corpus / "train").is_dir():
         raise DatasetError(corpus, "corpus has no train/ folder (expected train/, dev/, eval/)")

@@ -238,3 +238,71 @@ def save_confusion_png(
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi, facecolor=fig.get_facecolor())
     return path
+
+
+def feature_sets_markdown(
+    summary: Sequence[dict[str, Any]],
+    reports: Sequence[Report],
+    comparisons: Sequence[Comparison] = (),
+) -> str:
+    """The feature-set section of an experiment report: accuracy of every set with and without
+    crystals, its paired comparison with the ``mask`` baseline, skipped patches, importances."""
+    by_name = {(r.name, r.test_set): r for r in reports}
+    vs_mask = {
+        (c.name_a, c.test_set): c
+        for c in comparisons
+        if c.name_b.startswith("mask ") and not c.name_a.startswith("mask ")
+    }
+    tests = list(dict.fromkeys(r.test_set for r in reports))
+    out = [
+        "## Feature sets against the mask baseline",
+        "",
+        "Each set's models against the `mask` model with the same crystal setting, paired on "
+        "the patches the set could measure (n); difference = set - mask, paired "
+        "(discordant-count) 95% interval and McNemar's p.",
+        "",
+        "| feature set | crystals | test set | n | accuracy | mask accuracy | difference "
+        "| paired CI | McNemar p |",
+        "|---|---|---|---:|---:|---:|---:|---|---:|",
+    ]
+    for item in summary:
+        fs = item["feature_set"]
+        for crystal in ("with crystals", "without crystals"):
+            for test in tests:
+                r = by_name.get((f"{fs} {crystal}", test))
+                if r is None:
+                    continue
+                c = vs_mask.get((f"{fs} {crystal}", test))
+                if c is None:
+                    out.append(
+                        f"| {fs} | {crystal} | {test} | {r.n} | {_pct(r.accuracy)} | "
+                        "(baseline) | | | |"
+                    )
+                    continue
+                out.append(
+                    f"| {fs} | {crystal} | {test} | {c.n} | {_pct(c.correct_a / c.n)} | "
+                    f"{_pct(c.correct_b / c.n)} | {100 * c.difference:+.1f} pp | "
+                    f"[{100 * c.paired_ci[0]:+.1f}, {100 * c.paired_ci[1]:+.1f}] | "
+                    f"{_format_p(c.mcnemar_p)} |"
+                )
+    out += ["", "### Settings, skipped patches and feature importance", ""]
+    for item in summary:
+        fs = item["feature_set"]
+        settings = item.get("settings") or {}
+        line = f"- **{fs}**: {item['n_features']} features"
+        if settings:
+            stain = (settings.get("stain") or {}).get("method") or "none"
+            line += f", {settings.get('mpp')} um/px, max side {settings.get('max_side')}, stain {stain}"
+        skipped = {k: v for k, v in (item.get("skipped") or {}).items() if v and sum(v.values())}
+        if skipped:
+            parts = [
+                f"{split} {sum(v.values())} ({', '.join(f'{k} {n}' for k, n in v.items() if n) or 'none'})"
+                for split, v in skipped.items()
+            ]
+            line += "; skipped: " + "; ".join(parts)
+        out.append(line)
+        for crystal, top in (item.get("importance") or {}).items():
+            names = ", ".join(f"{name} {value:.3f}" for name, value in top)
+            out.append(f"  - top features ({crystal}): {names}")
+    out.append("")
+    return "\n".join(out)

@@ -37,6 +37,54 @@ def _forest_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jobs", type=int, default=-1, help="threads for the forest (default all)")
 
 
+def _feature_options(p: argparse.ArgumentParser, several: bool = False) -> None:
+    from napari_crystal.features import DEFAULT_MPP, FEATURE_SETS
+    from napari_crystal.features.extract import DEFAULT_MAX_SIDE
+
+    if several:
+        p.add_argument(
+            "--features", default="mask", metavar="SET[,SET...]",
+            help=f"feature sets to compare with the mask baseline ({', '.join(FEATURE_SETS)}); "
+            "default mask only",
+        )  # fmt: skip
+    else:
+        p.add_argument(
+            "--features", choices=FEATURE_SETS, default="mask",
+            help="feature set: mask (flattened packed masks, the study's; default) or an "
+            "engineered set read at --mpp",
+        )  # fmt: skip
+    p.add_argument(
+        "--mpp", type=float, default=DEFAULT_MPP,
+        help=f"micrometres per pixel the regions are read at (default {DEFAULT_MPP:g})",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-side", type=int, default=DEFAULT_MAX_SIDE,
+        help=f"largest crop side at --mpp; bigger regions use their centre (default {DEFAULT_MAX_SIDE})",
+    )  # fmt: skip
+    p.add_argument(
+        "--stain", choices=("macenko", "reinhard"),
+        help="stain normalisation applied before colour, texture and multiscale features",
+    )  # fmt: skip
+    p.add_argument(
+        "--stain-reference", type=Path, metavar="SLIDE",
+        help="slide the stain normalisation is fitted on (default: the first training slide)",
+    )  # fmt: skip
+
+
+def _feature_spec(args: argparse.Namespace, corpus: Path):
+    """The FeatureSpec the options describe (None for mask), stain fitted on its reference."""
+    from napari_crystal.dataset import slide_files
+    from napari_crystal.features import FeatureSpec, fit_stain_on_slide
+
+    if args.features == "mask":
+        return None
+    stain = None
+    if args.stain:
+        ref = args.stain_reference or next(iter(slide_files(corpus)), None)
+        stain = fit_stain_on_slide(args.stain, ref)
+    return FeatureSpec(args.features, mpp=args.mpp, max_side=args.max_side, stain=stain)
+
+
 def register(subparsers) -> None:
     """Add the pipeline commands."""
     p = subparsers.add_parser(
@@ -48,6 +96,7 @@ def register(subparsers) -> None:
     p.add_argument("--method", choices=("threshold", "polygon"), default="threshold")
     p.add_argument("--size", type=int, default=256, help="mask side in pixels (default 256)")
     p.add_argument("--scheduler", default=None, help=SCHEDULER_HELP)
+    _feature_options(p)
     _common(p)
     p.set_defaults(func=run_dataset)
 
@@ -93,6 +142,7 @@ def register(subparsers) -> None:
     p.add_argument("--method", choices=("threshold", "polygon"), default="threshold")
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--scheduler", default=None, help=SCHEDULER_HELP)
+    _feature_options(p, several=True)
     _forest_options(p)
     _common(p)
     p.set_defaults(func=run_experiment_cmd)
@@ -101,6 +151,21 @@ def register(subparsers) -> None:
 def run_dataset(args: argparse.Namespace) -> int:
     from napari_crystal.dataset import build_dataset
 
+    spec = _feature_spec(args, args.corpus / args.split if args.split else args.corpus)
+    if spec is not None:
+        from napari_crystal.features.build import build_feature_dataset
+        from napari_crystal.features.extract import describe
+
+        with progress_bar(f"{spec.name} {args.split}", "patch", args.quiet) as progress:
+            ds = build_feature_dataset(
+                args.corpus, args.split, args.out, spec, progress=progress,
+                scheduler=args.scheduler,
+            )  # fmt: skip
+        skipped = ds.meta.get("skipped") or {}
+        print(f"{args.out}: {len(ds)} patches, {describe(ds.meta['features'])}")
+        print(f"  {ds.packed.shape[1]} features; skipped: {sum(skipped.values())} {skipped}")
+        print("  " + ", ".join(f"{k} {v}" for k, v in count_by_class(ds.labels).items()))
+        return 0
     with progress_bar(f"dataset {args.split}", "patch", args.quiet) as progress:
         ds = build_dataset(
             args.corpus,
@@ -178,8 +243,17 @@ def run_compare(args: argparse.Namespace) -> int:
 
 def run_experiment_cmd(args: argparse.Namespace) -> int:
     from napari_crystal.experiment import run_experiment
+    from napari_crystal.features.experiment import parse_feature_sets
     from napari_crystal.reports import comparison_text
 
+    try:
+        features = parse_feature_sets(args.features)
+    except ValueError as exc:
+        from napari_crystal.cli import fail
+
+        return fail(str(exc))
+    options = {"mpp": args.mpp, "max_side": args.max_side, "stain": args.stain,
+               "stain_reference": args.stain_reference}  # fmt: skip
     with StepBars(args.quiet) as bars:
         result = run_experiment(
             args.corpus,
@@ -191,6 +265,8 @@ def run_experiment_cmd(args: argparse.Namespace) -> int:
             scheduler=args.scheduler,
             n_jobs=args.jobs,
             progress=bars,
+            features=None if features == ["mask"] else features,
+            feature_options=None if features == ["mask"] else options,
         )
     for r in result.reports:
         print(
