@@ -17,6 +17,7 @@ _GROUPS = (
     "napari_crystal.cli._annotations",
     "napari_crystal.cli._corpus",
     "napari_crystal.cli._pipeline",
+    "napari_crystal.cli._predict",
 )
 
 

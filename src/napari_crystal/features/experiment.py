@@ -21,7 +21,12 @@ from napari_crystal._atomic import atomic_path, atomic_write
 from napari_crystal.dataset import build_dataset
 from napari_crystal.errors import DatasetError
 from napari_crystal.features.build import build_feature_dataset
-from napari_crystal.features.extract import DEFAULT_MAX_SIDE, DEFAULT_MPP, FEATURE_SETS, FeatureSpec
+from napari_crystal.features.extract import (
+    DEFAULT_MAX_SIDE,
+    DEFAULT_MPP,
+    FEATURE_SETS,
+    FeatureSpec,
+)
 from napari_crystal.features.stain import StainNormaliser, fit_stain_on_slide
 
 TOP_FEATURES = 10
@@ -109,7 +114,9 @@ def run_feature_experiment(
     sets_ = parse_feature_sets(features)
     for split in ("train", "eval"):
         if not (corpus / split).is_dir():
-            raise DatasetError(corpus, f"corpus has no {split}/ folder (expected train/, dev/, eval/)")
+            raise DatasetError(
+                corpus, f"corpus has no {split}/ folder (expected train/, dev/, eval/)"
+            )
     if external is not None and not Path(external).is_dir():
         raise DatasetError(external, "external corpus is not a folder")
     out.mkdir(parents=True, exist_ok=True)
@@ -214,7 +221,9 @@ def run_feature_experiment(
         "feature_summary": summary,
         "timings_s": timings,
     }
-    files = write_reports(out, reports, comparisons, title="Crystal experiment: feature sets", meta=meta)
+    files = write_reports(
+        out, reports, comparisons, title="Crystal experiment: feature sets", meta=meta
+    )
     from napari_crystal.reports import feature_sets_markdown
 
     section = feature_sets_markdown(summary, reports, comparisons)

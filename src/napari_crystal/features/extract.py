@@ -195,6 +195,19 @@ def feature_rows(
     ``polygons[i]`` restricts row ``i`` to a region (None: the whole box). Skipped patches
     (`sets.TOO_SMALL_RULE`, stains not estimable) are NaN rows, counted in `Skipped`.
     """
+    with one_blas_thread():
+        return _feature_rows(slide, boxes, polygons, spec, cancel, tick)
+
+
+def one_blas_thread():
+    """BLAS on one thread: many tiny solves (Macenko) are 5x slower with threads spinning, and
+    patches are already spread over cores by dask."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(1, user_api="blas")
+
+
+def _feature_rows(slide, boxes, polygons, spec, cancel, tick):
     names = spec.names
     out = np.full((len(boxes), len(names)), np.nan, dtype=np.float32)
     skipped = Skipped()

@@ -138,7 +138,8 @@ def channel_stats(values: np.ndarray, lo: float, hi: float, bins: int = COLOUR_B
     std = v.std() if len(v) else 0.0
     if std > 0:
         z = (v - mean) / std
-        skew, kurt = float((z**3).mean()), float((z**4).mean() - 3.0)
+        z2 = z * z
+        skew, kurt = float((z2 * z).mean()), float((z2 * z2).mean() - 3.0)
     else:
         skew = kurt = 0.0
     return np.concatenate([hist, [mean, std, skew, kurt]])
@@ -153,9 +154,7 @@ def colour(rgb: np.ndarray, inside: np.ndarray, um_per_px: float) -> np.ndarray:
     """H, E and residual channel histograms and moments inside the region."""
     check_size(inside)
     stains = hed(rgb)[inside]
-    return np.concatenate(
-        [channel_stats(stains[:, c], *HED_RANGES[c]) for c in range(3)]
-    )
+    return np.concatenate([channel_stats(stains[:, c], *HED_RANGES[c]) for c in range(3)])
 
 
 # --------------------------------------------------------------------------- morphology
@@ -223,7 +222,9 @@ def morphology(rgb: np.ndarray, inside: np.ndarray, um_per_px: float) -> np.ndar
 
     check_size(inside)
     grey = rgb2gray(np.asarray(rgb)[..., :3])
-    return np.concatenate([region_shape(inside, um_per_px), dark_components(grey, inside, um_per_px)])
+    return np.concatenate(
+        [region_shape(inside, um_per_px), dark_components(grey, inside, um_per_px)]
+    )
 
 
 # --------------------------------------------------------------------------- multiscale
@@ -237,7 +238,12 @@ def _sigmas() -> np.ndarray:
 def multiscale_names() -> list[str]:
     per = []
     for s in _sigmas():
-        per += [f"intensity_s{s:.2g}", f"edges_s{s:.2g}", f"hessian1_s{s:.2g}", f"hessian2_s{s:.2g}"]
+        per += [
+            f"intensity_s{s:.2g}",
+            f"edges_s{s:.2g}",
+            f"hessian1_s{s:.2g}",
+            f"hessian2_s{s:.2g}",
+        ]
     return [f"{stat}_{n}" for stat in ("mean", "std") for n in per]
 
 

@@ -56,7 +56,9 @@ class StainNormaliser:
 
     def fingerprint(self) -> str:
         """Short hash of method and parameters (rounded): equal for the same reference."""
-        rounded = {k: np.round(np.asarray(v, dtype=float), 6).tolist() for k, v in self.params.items()}
+        rounded = {
+            k: np.round(np.asarray(v, dtype=float), 6).tolist() for k, v in self.params.items()
+        }
         text = json.dumps([self.method, rounded], sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
@@ -140,4 +142,6 @@ def fit_stain_on_slide(
         try:
             return fit_stain(method, rgb, reference=where)
         except StainError as exc:
-            raise SlideError(slide_path, f"cannot fit {method} stain normalisation: {exc}") from None
+            raise SlideError(
+                slide_path, f"cannot fit {method} stain normalisation: {exc}"
+            ) from None

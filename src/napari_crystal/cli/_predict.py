@@ -1,0 +1,68 @@
+"""``predict``: a model over the tissue of a whole slide, written as maps (CSV, GeoJSON, TIFF)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from napari_crystal.cli._progress import progress_bar
+
+
+def register(subparsers) -> None:
+    """Add the ``predict`` command."""
+    from napari_crystal.slidemap import MIN_TISSUE, PRESETS
+
+    p = subparsers.add_parser(
+        "predict", help="whole-slide probability maps: a model over every tissue frame"
+    )
+    p.add_argument("slide", type=Path, metavar="SLIDE")
+    p.add_argument("model", type=Path, metavar="MODEL")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR")
+    p.add_argument(
+        "--preset", choices=tuple(PRESETS),
+        help="frame/window sizes: nedc = 128/256, student = 250/500 (default: the model's "
+        "frames, else nedc)",
+    )  # fmt: skip
+    p.add_argument("--frame", type=int, help="frame step in level-0 pixels")
+    p.add_argument("--window", type=int, help="window side in level-0 pixels (default 2 x frame)")
+    p.add_argument(
+        "--min-tissue", type=float, default=MIN_TISSUE,
+        help=f"share of tissue a frame's window needs to be predicted (default {MIN_TISSUE:g})",
+    )  # fmt: skip
+    p.add_argument(
+        "--stain-reference", type=Path, metavar="SLIDE",
+        help="check the model's stain normalisation was fitted on this slide (refused if not)",
+    )  # fmt: skip
+    p.add_argument("--chunk", type=int, default=2048, help="frames per chunk (default 2048)")
+    p.add_argument("--jobs", type=int, default=-1, help="threads for the forest (default all)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_predict)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from napari_crystal.slidemap import PRESETS, predict_slide_map
+    from napari_crystal.training import load_model
+
+    model = load_model(args.model)
+    frame, window = args.frame, args.window
+    if args.preset:
+        pf, pw = PRESETS[args.preset]
+        frame, window = frame or pf, window or pw
+    reference = None
+    if args.stain_reference is not None:
+        from napari_crystal.features import fit_stain_on_slide
+
+        stain = ((model.meta or {}).get("features") or {}).get("stain") or {}
+        reference = fit_stain_on_slide(stain.get("method") or "macenko", args.stain_reference)
+    with progress_bar(f"predict {args.slide.name}", "frame", args.quiet) as progress:
+        result = predict_slide_map(
+            args.slide, model, args.out, frame=frame, window=window,
+            min_tissue=args.min_tissue, stain_reference=reference, chunk=args.chunk,
+            n_jobs=args.jobs, progress=progress,
+        )  # fmt: skip
+    print(
+        f"{args.slide}: {result.n_tissue} tissue frames of {result.n_frames} "
+        f"({result.frame}/{result.window} px), {result.skipped} skipped, {result.seconds:.1f}s"
+    )
+    print(f"maps: {result.out} (frames.csv, tiles.geojson, prob-<class>.tif, classes.tif)")
+    return 0

@@ -1,0 +1,423 @@
+"""Whole-slide probability maps: a model run over the tissue frames of a slide, streamed.
+
+Frames tile level 0 with step ``frame``; each is classified from the ``window`` centred on it
+(NEDC's 128/256, the student tools' 250/500). Only frames whose window holds tissue are read.
+Frames go in chunks of whole frame rows: one strip read per chunk, features, prediction, then
+the rows are written out, so memory is flat in slide size (only the small frame grid of
+probabilities stays). Outputs in ``out``: ``frames.csv`` (class and probabilities per
+frame), ``tiles.geojson`` (QuPath FeatureCollection of tiles with class and measurements),
+``prob-<class>.tif`` (pyramidal, one pixel per frame) and ``classes.tif`` (class index).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from napari_crystal import palette
+from napari_crystal._atomic import atomic_path
+from napari_crystal.errors import Cancelled, ModelError, SlideError
+
+PRESETS = {"nedc": (128, 256), "student": (250, 500)}
+#: A frame is predicted when at least this share of its window is tissue.
+MIN_TISSUE = 0.25
+Progress = Callable[[int, int], None] | None
+
+
+@dataclass
+class SlideMap:
+    """Where a slide's maps were written and what they cover."""
+
+    out: Path
+    slide: str
+    frame: int
+    window: int
+    grid: tuple[int, int]
+    classes: tuple[str, ...]
+    n_frames: int
+    n_tissue: int
+    skipped: int
+    seconds: float
+    files: dict[str, Path] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = {k: getattr(self, k) for k in ("slide", "frame", "window", "n_frames", "n_tissue",
+                                           "skipped", "seconds")}  # fmt: skip
+        return {**d, "grid": list(self.grid), "classes": list(self.classes),
+                "files": {k: str(v) for k, v in self.files.items()}}  # fmt: skip
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def model_frames(model, frame: int | None, window: int | None) -> tuple[int, int]:
+    """The frame/window to use: the model's own when it was trained on frames (anything else
+    is refused, naming both), else the given sizes, else NEDC's 128/256."""
+    meta = model.meta or {}
+    trained = (meta.get("frame"), meta.get("window"))
+    if trained[0] is not None:
+        want = (frame or trained[0], window or trained[1])
+        if tuple(want) != tuple(trained):
+            raise ModelError(
+                model.path,
+                f"frames of {want[0]}/{want[1]} px (frame/window) asked, but the model was "
+                f"trained on {trained[0]}/{trained[1]} px frames",
+            )
+        return int(trained[0]), int(trained[1])
+    frame = int(frame or PRESETS["nedc"][0])
+    window = int(window or (2 * frame if frame != PRESETS["student"][0] else 500))
+    if frame <= 0 or window < frame:
+        raise ValueError(f"need 0 < frame <= window, got frame={frame}, window={window}")
+    return frame, window
+
+
+def check_stain(model, stain_reference) -> None:
+    """Refuse a stain reference other than the model's (both named)."""
+    from napari_crystal.features.stain import StainNormaliser
+
+    if stain_reference is None:
+        return
+    mine = StainNormaliser.from_dict(((model.meta or {}).get("features") or {}).get("stain"))
+    other = (
+        StainNormaliser.from_dict(stain_reference)
+        if isinstance(stain_reference, dict)
+        else stain_reference
+    )
+    if mine is None or other is None or mine.fingerprint() != other.fingerprint():
+        raise ModelError(
+            model.path,
+            f"stain reference {other.describe() if other else 'none'} given, but the model was "
+            f"trained with {mine.describe() if mine else 'no stain normalisation'}",
+        )
+
+
+# --------------------------------------------------------------------------- tissue
+
+
+def tissue_fraction(slide, frame: int, window: int) -> np.ndarray:
+    """Share of tissue in every frame's window, (n_rows, n_cols) float32, from a coarse level."""
+    from napari_crystal.patches import frame_grid
+
+    n_rows, n_cols, margin = frame_grid(slide.shape, frame, window)
+    mask, ds = _tissue(slide, frame)
+    # tissue per frame cell, then the window's share as the mean over the cells it covers
+    cell = np.zeros((n_rows, n_cols), dtype=np.float64)
+    rr = np.minimum((np.arange(mask.shape[0]) * ds + ds / 2) // frame, n_rows - 1).astype(int)
+    cc = np.minimum((np.arange(mask.shape[1]) * ds + ds / 2) // frame, n_cols - 1).astype(int)
+    counts = np.zeros_like(cell)
+    np.add.at(cell, (rr[:, None], cc[None, :]), mask)
+    np.add.at(counts, (rr[:, None], cc[None, :]), 1)
+    cell = np.divide(cell, counts, out=np.zeros_like(cell), where=counts > 0)
+    reach = int(math.ceil(margin / frame))
+    if reach == 0:
+        return cell.astype(np.float32)
+    from scipy.ndimage import uniform_filter
+
+    k = 2 * reach + 1
+    return uniform_filter(cell, size=k, mode="constant").astype(np.float32)
+
+
+def _tissue(slide, frame: int) -> tuple[np.ndarray, float]:
+    """Tissue mask of a coarse level (at least 4 mask pixels per frame side) and its downsample."""
+    try:  # the project's tissue detector, when present
+        from napari_crystal.tissue import tissue_mask
+    except ImportError:
+        tissue_mask = None
+    level = slide.level_for_downsample(max(1.0, frame / 4))
+    rows, cols = slide.level_shape(level)
+    while rows * cols > 64e6 and level + 1 < slide.level_count:
+        level += 1
+        rows, cols = slide.level_shape(level)
+    ds = float(slide.downsamples[level])
+    rgb = np.asarray(slide.read_region(level, 0, 0, rows, cols))
+    if tissue_mask is not None:
+        return np.asarray(tissue_mask(rgb), dtype=bool), ds
+    return _saturation_tissue(rgb), ds
+
+
+def _saturation_tissue(rgb: np.ndarray) -> np.ndarray:
+    """Stained pixels: HSV saturation above Otsu's threshold (at least 0.07), not near-black."""
+    from skimage.color import rgb2hsv
+    from skimage.filters import threshold_otsu
+
+    hsv = rgb2hsv(rgb)
+    sat, val = hsv[..., 1], hsv[..., 2]
+    t = threshold_otsu(sat) if sat.max() > sat.min() else 1.0
+    return (sat > max(0.07, t)) & (val > 0.15)
+
+
+# --------------------------------------------------------------------------- rows
+
+
+class _Rows:
+    """Feature rows of windows cut from one strip read per chunk of frame rows."""
+
+    def __init__(self, slide, model, frame: int, window: int):
+        self.slide, self.model, self.frame, self.window = slide, model, frame, window
+        meta = model.meta or {}
+        self.settings = meta.get("features")
+        if self.settings:
+            from napari_crystal.features.extract import FeatureSpec
+
+            self.spec = FeatureSpec.from_settings(self.settings)
+            self.width = len(meta["feature_names"])
+        else:
+            from napari_crystal.patches import choose_level
+
+            self.size = int(model.size)
+            self.channel = meta.get("channel") or "grey"
+            if (model.method or "threshold") != "threshold":
+                raise ModelError(
+                    model.path, "a polygon-mask model needs regions; whole-slide maps need "
+                    "threshold masks or a feature set",
+                )  # fmt: skip
+            self.level = choose_level(slide.downsamples, window, window, self.size)
+            self.width = self.size * self.size
+
+    def rows(self, tops: np.ndarray, lefts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(rows float32 (k, F), ok bool (k,)) for windows at level-0 ``tops``/``lefts``."""
+        if len(tops) == 0:
+            return np.zeros((0, self.width), np.float32), np.zeros(0, bool)
+        from napari_crystal.features.extract import one_blas_thread
+
+        with one_blas_thread():
+            if self.settings:
+                return self._features(tops, lefts)
+            return self._masks(tops, lefts)
+
+    def _strip(self, level: int, tops, lefts, ds: float):
+        t0 = int(math.floor(tops.min() / ds))
+        l0 = int(math.floor(lefts.min() / ds))
+        h = int(math.ceil((tops.max() + self.window) / ds)) - t0
+        w = int(math.ceil((lefts.max() + self.window) / ds)) - l0
+        return self.slide.read_region(level, t0 * ds, l0 * ds, h, w), t0, l0
+
+    def _masks(self, tops, lefts):
+        from napari_crystal.masks import resize_mask, threshold_mask
+
+        ds = float(self.slide.downsamples[self.level])
+        strip, t0, l0 = self._strip(self.level, tops, lefts, ds)
+        out = np.empty((len(tops), self.width), dtype=np.float32)
+        for i, (top, left) in enumerate(zip(tops, lefts, strict=True)):
+            r0, c0 = math.floor(top / ds) - t0, math.floor(left / ds) - l0
+            r1 = math.ceil((top + self.window) / ds) - t0
+            c1 = math.ceil((left + self.window) / ds) - l0
+            crop = strip[r0:r1, c0:c1]
+            mask = threshold_mask(crop, np.ones(crop.shape[:2], bool), self.channel)
+            out[i] = resize_mask(mask, self.size).reshape(-1)
+        return out, np.ones(len(tops), dtype=bool)
+
+    def _features(self, tops, lefts):
+        from napari_crystal.features.extract import features_of_crop, region_crop
+        from napari_crystal.features.sets import TooSmall
+        from napari_crystal.features.stain import StainError
+
+        spec = self.spec
+        top0, left0 = int(tops.min()), int(lefts.min())
+        h = int(tops.max()) + self.window - top0
+        w = int(lefts.max()) + self.window - left0
+        strip, _, um = region_crop(self.slide, top0, left0, h, w, None, spec.mpp, max(h, w) + 1)
+        d = um / float(self.slide.mpp)
+        side = max(1, int(round(self.window / d)))
+        out = np.full((len(tops), self.width), np.nan, dtype=np.float32)
+        ok = np.zeros(len(tops), dtype=bool)
+        inside = np.ones((side, side), dtype=bool)
+        for i, (top, left) in enumerate(zip(tops, lefts, strict=True)):
+            r, c = int(round((top - top0) / d)), int(round((left - left0) / d))
+            crop = strip[r : r + side, c : c + side]
+            if crop.shape[:2] != (side, side):
+                crop = np.pad(crop, ((0, side - crop.shape[0]), (0, side - crop.shape[1]), (0, 0)),
+                              constant_values=255)  # fmt: skip
+            try:
+                out[i] = features_of_crop(spec, crop, inside, um)
+                ok[i] = True
+            except (TooSmall, StainError):
+                pass
+        return out, ok
+
+
+# --------------------------------------------------------------------------- writers
+
+
+def _geojson_feature(top, left, frame, cls, probs, classes, tissue) -> str:
+    x0, y0, x1, y1 = float(left), float(top), float(left + frame), float(top + frame)
+    colour = palette.rgba(cls)[:3] if cls in palette.LABELS else np.array([0.5, 0.5, 0.5])
+    props = {
+        "objectType": "tile",
+        "classification": {"name": cls, "color": [int(round(255 * v)) for v in colour]},
+        "measurements": {
+            **{f"p_{c}": round(float(p), 4) for c, p in zip(classes, probs, strict=True)},
+            "tissue": round(float(tissue), 3),
+        },
+    }
+    geom = {"type": "Polygon", "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]]}
+    return json.dumps({"type": "Feature", "geometry": geom, "properties": props})
+
+
+def write_probability_tiff(path, image: np.ndarray, um_per_px: float | None, min_side: int = 64):
+    """A pyramidal single-channel uint8 TIFF (sub-IFDs halving until ``min_side``), atomic."""
+    import tifffile
+
+    levels = [np.ascontiguousarray(image)]
+    while max(levels[-1].shape) > min_side and min(levels[-1].shape) >= 2:
+        levels.append(levels[-1][::2, ::2].copy())
+    res = {}
+    if um_per_px:
+        res = {"resolution": (1e4 / um_per_px, 1e4 / um_per_px), "resolutionunit": "CENTIMETER"}
+    tile = (256, 256) if min(image.shape) >= 256 else None
+    with atomic_path(path) as tmp:
+        with tifffile.TiffWriter(tmp) as tw:
+            tw.write(levels[0], subifds=len(levels) - 1, photometric="minisblack", tile=tile,
+                     compression="zlib", metadata=None, **res)  # fmt: skip
+            for k, lvl in enumerate(levels[1:], start=1):
+                tw.write(lvl, subfiletype=1, photometric="minisblack", compression="zlib",
+                         tile=(256, 256) if min(lvl.shape) >= 256 else None, metadata=None,
+                         **({"resolution": (1e4 / (um_per_px * 2**k),) * 2,
+                             "resolutionunit": "CENTIMETER"} if um_per_px else {}))  # fmt: skip
+    return Path(path)
+
+
+def read_probability_tiff(path) -> list[np.ndarray]:
+    """The levels of a `write_probability_tiff` file, finest first."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages.first
+        return [page.asarray()] + [
+            tifffile.TiffPage(tif, off).asarray() for off in page.subifds or ()
+        ]
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def predict_slide_map(
+    slide_path,
+    model,
+    out,
+    *,
+    frame: int | None = None,
+    window: int | None = None,
+    min_tissue: float = MIN_TISSUE,
+    stain_reference=None,
+    chunk: int = 2048,
+    n_jobs: int | None = None,
+    progress: Progress = None,
+    cancel: threading.Event | None = None,
+) -> SlideMap:
+    """Predict every tissue frame of a slide and write its maps into ``out`` (see module doc).
+
+    ``model`` is a `training.Model` or a model file. A slide with no tissue frame raises
+    `SlideError` before anything is written.
+    """
+    import joblib
+
+    from napari_crystal.io.slide import open_slide
+    from napari_crystal.patches import frame_grid
+    from napari_crystal.training import load_model
+
+    started = time.perf_counter()
+    if isinstance(model, (str, os.PathLike)):
+        model = load_model(model)
+    frame, window = model_frames(model, frame, window)
+    check_stain(model, stain_reference)
+    out = Path(out)
+    classes = tuple(model.classes)
+    with open_slide(slide_path) as slide:
+        n_rows, n_cols, margin = frame_grid(slide.shape, frame, window)
+        tissue = tissue_fraction(slide, frame, window)
+        keep = tissue >= min_tissue
+        n_tissue = int(keep.sum())
+        if n_tissue == 0:
+            raise SlideError(
+                slide_path,
+                f"no tissue found (no {frame}/{window} px frame has {100 * min_tissue:g}% tissue "
+                "in its window): nothing to predict, nothing written",
+            )
+        rows_fn = _Rows(slide, model, frame, window)
+        out.mkdir(parents=True, exist_ok=True)
+        grid = np.full((n_rows, n_cols, len(classes)), np.nan, dtype=np.float32)
+        done = skipped = 0
+        if progress is not None:
+            progress(0, n_tissue)
+        csv_path, geo_path = out / "frames.csv", out / "tiles.geojson"
+        with atomic_path(csv_path) as csv_tmp, atomic_path(geo_path) as geo_tmp, \
+                open(csv_tmp, "w", newline="") as fcsv, open(geo_tmp, "w") as fgeo, \
+                joblib.parallel_config(n_jobs=n_jobs) if n_jobs is not None else _null():  # fmt: skip
+            writer = csv.writer(fcsv)
+            writer.writerow(["frame", "grid_row", "grid_col", "top", "left", "height", "width",
+                             "tissue", "class", *[f"p_{c}" for c in classes]])  # fmt: skip
+            fgeo.write('{"type": "FeatureCollection", "features": [\n')
+            first = True
+            per_row = max(1, n_cols)
+            step = max(1, chunk // per_row)
+            for r0 in range(0, n_rows, step):
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled("prediction cancelled")
+                rr, cc = np.nonzero(keep[r0 : r0 + step])
+                if len(rr) == 0:
+                    continue
+                rr = rr + r0
+                tops, lefts = rr * frame - margin, cc * frame - margin
+                X, ok = rows_fn.rows(tops, lefts)
+                proba = np.full((len(rr), len(classes)), np.nan, dtype=np.float32)
+                if ok.any():
+                    proba[ok] = model.estimator.predict_proba(X[ok])
+                skipped += int((~ok).sum())
+                grid[rr, cc] = proba
+                best = np.where(ok, np.argmax(np.nan_to_num(proba, nan=-1), axis=1), -1)
+                buf = io.StringIO()
+                for i in range(len(rr)):
+                    cls = classes[best[i]] if best[i] >= 0 else "skipped"
+                    ftop, fleft = int(rr[i] * frame), int(cc[i] * frame)
+                    t = float(tissue[rr[i], cc[i]])
+                    probs = proba[i]
+                    writer.writerow([int(rr[i] * n_cols + cc[i]), int(rr[i]), int(cc[i]), ftop,
+                                     fleft, frame, frame, f"{t:.3f}", cls,
+                                     *("" if not ok[i] else f"{p:.4f}" for p in probs)])  # fmt: skip
+                    if ok[i]:
+                        buf.write(("" if first else ",\n") + _geojson_feature(
+                            ftop, fleft, frame, cls, probs, classes, t))  # fmt: skip
+                        first = False
+                fgeo.write(buf.getvalue())
+                done += len(rr)
+                if progress is not None:
+                    progress(done, n_tissue)
+            fgeo.write("\n]}\n")
+        files = {"csv": csv_path, "geojson": geo_path}
+        um = float(slide.mpp) * frame if slide.mpp else None
+        for k, c in enumerate(classes):
+            img = np.nan_to_num(grid[..., k], nan=0.0)
+            files[f"prob {c}"] = write_probability_tiff(
+                out / f"prob-{c}.tif", np.round(img * 255).astype(np.uint8), um
+            )
+        lut = np.array([palette.class_index(c) for c in classes], dtype=np.uint8)
+        filled = ~np.isnan(grid).any(axis=2)
+        cls_img = np.zeros((n_rows, n_cols), dtype=np.uint8)
+        cls_img[filled] = lut[np.argmax(grid[filled], axis=1)]
+        files["classes"] = write_probability_tiff(out / "classes.tif", cls_img, um)
+        result = SlideMap(
+            out, str(slide_path), frame, window, (n_rows, n_cols), classes, n_rows * n_cols,
+            n_tissue, skipped, round(time.perf_counter() - started, 3), files,
+        )  # fmt: skip
+    from napari_crystal._atomic import atomic_write
+
+    files["summary"] = out / "summary.json"
+    atomic_write(files["summary"], (json.dumps(result.to_dict(), indent=1) + "\n").encode())
+    return result
+
+
+def _null():
+    from contextlib import nullcontext
+
+    return nullcontext()
