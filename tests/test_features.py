@@ -174,10 +174,10 @@ class _FakeSlide:
 
     def read_region(self, level, top, left, h, w):
         ds = self.downsamples[level]
-        t, l = int(top // ds), int(left // ds)
+        t, c = int(top // ds), int(left // ds)
         out = np.full((h, w, 3), 255, np.uint8)
-        src = self.data[level][max(t, 0) : t + h, max(l, 0) : l + w]
-        out[max(-t, 0) : max(-t, 0) + src.shape[0], max(-l, 0) : max(-l, 0) + src.shape[1]] = src
+        src = self.data[level][max(t, 0) : t + h, max(c, 0) : c + w]
+        out[max(-t, 0) : max(-t, 0) + src.shape[0], max(-c, 0) : max(-c, 0) + src.shape[1]] = src
         return out
 
 
