@@ -105,55 +105,20 @@ def check_stain(model, stain_reference) -> None:
 
 
 def tissue_fraction(slide, frame: int, window: int) -> np.ndarray:
-    """Share of tissue in every frame's window, (n_rows, n_cols) float32, from a coarse level."""
+    """Share of tissue (`tissue.tissue_mask`) in every frame's window, (n_rows, n_cols).
+
+    The mask's thumbnail has about two pixels per frame side (1,024 to 4,096 on the longer
+    side); a slide without tissue raises `SlideError` naming it.
+    """
     from napari_crystal.patches import frame_grid
+    from napari_crystal.tissue import tissue_mask
 
     n_rows, n_cols, margin = frame_grid(slide.shape, frame, window)
-    mask, ds = _tissue(slide, frame)
-    # tissue per frame cell, then the window's share as the mean over the cells it covers
-    cell = np.zeros((n_rows, n_cols), dtype=np.float64)
-    rr = np.minimum((np.arange(mask.shape[0]) * ds + ds / 2) // frame, n_rows - 1).astype(int)
-    cc = np.minimum((np.arange(mask.shape[1]) * ds + ds / 2) // frame, n_cols - 1).astype(int)
-    counts = np.zeros_like(cell)
-    np.add.at(cell, (rr[:, None], cc[None, :]), mask)
-    np.add.at(counts, (rr[:, None], cc[None, :]), 1)
-    cell = np.divide(cell, counts, out=np.zeros_like(cell), where=counts > 0)
-    reach = int(math.ceil(margin / frame))
-    if reach == 0:
-        return cell.astype(np.float32)
-    from scipy.ndimage import uniform_filter
-
-    k = 2 * reach + 1
-    return uniform_filter(cell, size=k, mode="constant").astype(np.float32)
-
-
-def _tissue(slide, frame: int) -> tuple[np.ndarray, float]:
-    """Tissue mask of a coarse level (at least 4 mask pixels per frame side) and its downsample."""
-    try:  # the project's tissue detector, when present
-        from napari_crystal.tissue import tissue_mask
-    except ImportError:
-        tissue_mask = None
-    level = slide.level_for_downsample(max(1.0, frame / 4))
-    rows, cols = slide.level_shape(level)
-    while rows * cols > 64e6 and level + 1 < slide.level_count:
-        level += 1
-        rows, cols = slide.level_shape(level)
-    ds = float(slide.downsamples[level])
-    rgb = np.asarray(slide.read_region(level, 0, 0, rows, cols))
-    if tissue_mask is not None:
-        return np.asarray(tissue_mask(rgb), dtype=bool), ds
-    return _saturation_tissue(rgb), ds
-
-
-def _saturation_tissue(rgb: np.ndarray) -> np.ndarray:
-    """Stained pixels: HSV saturation above Otsu's threshold (at least 0.07), not near-black."""
-    from skimage.color import rgb2hsv
-    from skimage.filters import threshold_otsu
-
-    hsv = rgb2hsv(rgb)
-    sat, val = hsv[..., 1], hsv[..., 2]
-    t = threshold_otsu(sat) if sat.max() > sat.min() else 1.0
-    return (sat > max(0.07, t)) & (val > 0.15)
+    longest = max(slide.shape)
+    tissue = tissue_mask(slide, max_side=int(min(4096, max(1024, 2 * longest // frame))))
+    rr = np.arange(n_rows, dtype=np.float64)[:, None] * frame - margin
+    cc = np.arange(n_cols, dtype=np.float64)[None, :] * frame - margin
+    return tissue.box_fraction(rr, cc, window, window).astype(np.float32)
 
 
 # --------------------------------------------------------------------------- rows
@@ -292,10 +257,7 @@ def read_probability_tiff(path) -> list[np.ndarray]:
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
-        page = tif.pages.first
-        return [page.asarray()] + [
-            tifffile.TiffPage(tif, off).asarray() for off in page.subifds or ()
-        ]
+        return [level.asarray() for level in tif.series[0].levels]
 
 
 # --------------------------------------------------------------------------- the run

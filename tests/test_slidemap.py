@@ -1,0 +1,157 @@
+"""Whole-slide maps: files that read back, tissue frames only, and the refusals."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from napari_crystal.cli import main
+from napari_crystal.errors import ModelError, SlideError
+from napari_crystal.slidemap import (
+    model_frames,
+    predict_slide_map,
+    read_probability_tiff,
+    tissue_fraction,
+)
+
+SHAPE = (1536, 2048)
+
+
+def _tissue_source(top, left, h, w):
+    """Pink tissue in the left half with dark dots, white glass elsewhere."""
+    rr, cc = np.mgrid[top : top + h, left : left + w]
+    out = np.full((h, w, 3), 244, np.uint8)
+    tissue = cc < SHAPE[1] // 2
+    out[tissue] = (230, 160, 200)
+    dots = tissue & ((rr % 40 < 8) & (cc % 40 < 8))
+    out[dots] = (80, 40, 130)
+    return out
+
+
+@pytest.fixture(scope="module")
+def slides(tmp_path_factory):
+    from napari_crystal.synthetic.pyramid import write_pyramid
+
+    root = tmp_path_factory.mktemp("slidemap")
+    half = write_pyramid(root / "half.svs", _tissue_source, SHAPE, 0.5, min_side=256)
+    blank = write_pyramid(
+        root / "blank.svs", lambda t, c, h, w: np.full((h, w, 3), 244, np.uint8), SHAPE, 0.5,
+        min_side=256,
+    )  # fmt: skip
+    return half, blank
+
+
+@pytest.fixture(scope="module")
+def models(tiny_corpus, tmp_path_factory):
+    from napari_crystal.dataset import build_dataset
+    from napari_crystal.experiment import train_on_dataset
+    from napari_crystal.features import FeatureSpec
+    from napari_crystal.features.build import build_feature_dataset
+    from napari_crystal.training import save_model
+
+    root = tmp_path_factory.mktemp("slidemap-models")
+    spec = FeatureSpec("colour", mpp=2.0)
+    colour = build_feature_dataset(tiny_corpus, "train", root / "colour.zarr", spec)
+    masks = build_dataset(tiny_corpus, "train", root / "masks.zarr", size=16)
+    params = {"n_estimators": 6}
+    paths = {}
+    for name, ds in (("colour", colour), ("mask", masks)):
+        paths[name] = save_model(train_on_dataset(ds, params=params), root / f"{name}.skops")
+    return paths
+
+
+def test_tissue_fraction_of_half_a_slide(slides):
+    from napari_crystal.io.slide import open_slide
+
+    with open_slide(slides[0]) as slide:
+        share = tissue_fraction(slide, 128, 256)
+    assert share.shape == (12, 16)
+    assert share[1:-1, 1:6].min() > 0.9 and share[:, 10:].max() == 0  # edges stick out
+
+
+@pytest.mark.parametrize("kind", ["colour", "mask"])
+def test_predict_writes_maps_that_read_back(slides, models, tmp_path, kind):
+    from napari_crystal.training import load_model
+
+    model = load_model(models[kind])
+    out = tmp_path / "maps"
+    result = predict_slide_map(slides[0], model, out, frame=128, window=256, chunk=20)
+    assert result.grid == (12, 16) and 0 < result.n_tissue < result.n_frames
+    with open(out / "frames.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == result.n_tissue
+    assert all(int(r["left"]) < SHAPE[1] // 2 + 256 for r in rows)  # tissue frames only
+    probs = np.array([[float(r[f"p_{c}"]) for c in model.classes] for r in rows])
+    assert np.allclose(probs.sum(axis=1), 1, atol=1e-3)
+    assert [r["class"] for r in rows] == [model.classes[i] for i in probs.argmax(axis=1)]
+    doc = json.loads((out / "tiles.geojson").read_text())
+    assert doc["type"] == "FeatureCollection" and len(doc["features"]) == result.n_tissue
+    first = doc["features"][0]
+    assert first["geometry"]["type"] == "Polygon"
+    assert first["properties"]["objectType"] == "tile"
+    assert first["properties"]["classification"]["name"] == rows[0]["class"]
+    x0, y0 = first["geometry"]["coordinates"][0][0]
+    assert (y0, x0) == (int(rows[0]["top"]), int(rows[0]["left"]))
+    assert set(first["properties"]["measurements"]) >= {f"p_{c}" for c in model.classes}
+    for k, c in enumerate(model.classes):
+        levels = read_probability_tiff(out / f"prob-{c}.tif")
+        assert levels[0].shape == (12, 16) and levels[0].dtype == np.uint8
+        r, cc = int(rows[0]["grid_row"]), int(rows[0]["grid_col"])
+        assert abs(int(levels[0][r, cc]) - probs[0, k] * 255) <= 1
+    assert read_probability_tiff(out / "classes.tif")[0].shape == (12, 16)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_tissue"] == result.n_tissue
+
+
+def test_predict_tiff_is_a_pyramid(tmp_path):
+    from napari_crystal.slidemap import write_probability_tiff
+
+    img = (np.arange(300 * 200) % 256).astype(np.uint8).reshape(300, 200)
+    write_probability_tiff(tmp_path / "p.tif", img, 64.0, min_side=64)
+    levels = read_probability_tiff(tmp_path / "p.tif")
+    assert [lv.shape for lv in levels] == [(300, 200), (150, 100), (75, 50), (38, 25)]
+    assert np.array_equal(levels[1], img[::2, ::2])
+
+
+def test_slide_without_tissue_is_refused_and_writes_nothing(slides, models, tmp_path, capsys):
+    out = tmp_path / "none"
+    with pytest.raises(SlideError, match="no tissue"):
+        predict_slide_map(slides[1], models["colour"], out)
+    assert not out.exists() or not any(out.iterdir())
+    status = main(["predict", str(slides[1]), str(models["colour"]), "--out", str(out), "--quiet"])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert err.startswith("napari-crystal: error:") and "blank.svs" in err and "no tissue" in err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_frame_size_other_than_the_models_is_refused(models):
+    from napari_crystal.training import load_model
+
+    model = load_model(models["colour"])
+    assert model_frames(model, None, None) == (128, 256)
+    assert model_frames(model, 250, 500) == (250, 500)
+    model.meta = {**model.meta, "frame": 250, "window": 500}
+    assert model_frames(model, None, None) == (250, 500)
+    with pytest.raises(ModelError, match="128/256 px .* asked.*trained on 250/500"):
+        model_frames(model, 128, 256)
+
+
+def test_stain_reference_other_than_the_models_is_refused(slides, models, tmp_path):
+    from napari_crystal.features import fit_stain_on_slide
+
+    reference = fit_stain_on_slide("reinhard", slides[0])
+    with pytest.raises(ModelError, match="stain reference reinhard .* trained with no stain"):
+        predict_slide_map(slides[0], models["colour"], tmp_path / "x", stain_reference=reference)
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_predict_with_a_preset(slides, models, tmp_path, capsys):
+    out = tmp_path / "cli"
+    args = ["predict", str(slides[0]), str(models["colour"]), "--out", str(out), "--quiet"]
+    assert main([*args, "--preset", "student"]) == 0
+    text = capsys.readouterr().out
+    assert "(250/500 px)" in text and (out / "tiles.geojson").is_file()
