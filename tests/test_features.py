@@ -282,3 +282,12 @@ def test_nan_rows_are_left_out_of_training(texture_data):
     ds = Dataset(train.table, rows, 0, train.method, dict(train.meta))
     model = train_on_dataset(ds, params={"n_estimators": 4})
     assert sum(model.class_counts.values()) == len(ds) - 5
+
+
+def test_colour_batch_equals_colour_per_window():
+    rng = np.random.default_rng(3)
+    windows = rng.integers(0, 256, (5, 9, 9, 3), dtype=np.uint8)
+    windows[2] = 200  # a flat window: moments 0
+    stains = np.stack([sets.hed(w) for w in windows]).reshape(5, 81, 3)
+    one = np.stack([sets.colour(w, np.ones((9, 9), bool), 1.0) for w in windows])
+    assert np.allclose(sets.colour_batch(stains), one, atol=1e-9)

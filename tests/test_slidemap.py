@@ -155,3 +155,21 @@ def test_cli_predict_with_a_preset(slides, models, tmp_path, capsys):
     assert main([*args, "--preset", "student"]) == 0
     text = capsys.readouterr().out
     assert "(250/500 px)" in text and (out / "tiles.geojson").is_file()
+
+
+def test_windows_cut_from_a_strip_equal_windows_read_one_by_one(slides, models):
+    from napari_crystal.features.extract import features_of_crop, region_crop
+    from napari_crystal.io.slide import open_slide
+    from napari_crystal.slidemap import _Rows
+    from napari_crystal.training import load_model
+
+    model = load_model(models["colour"])
+    tops, lefts = np.array([-64, -64, 64, 576]), np.array([-64, 192, 448, 832])
+    with open_slide(slides[0]) as slide:
+        rows = _Rows(slide, model, 128, 256)
+        got, ok = rows.rows(tops, lefts)
+        assert ok.all()
+        for i in range(len(tops)):
+            rgb, inside, um = region_crop(slide, tops[i], lefts[i], 256, 256, None, rows.spec.mpp)
+            want = features_of_crop(rows.spec, rgb, inside, um)
+            assert np.allclose(got[i], want, atol=1e-5), i

@@ -12,7 +12,6 @@ frame), ``tiles.geojson`` (QuPath FeatureCollection of tiles with class and meas
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 import os
@@ -27,6 +26,7 @@ import numpy as np
 from napari_crystal import palette
 from napari_crystal._atomic import atomic_path
 from napari_crystal.errors import Cancelled, ModelError, SlideError
+from napari_crystal.features import sets
 
 PRESETS = {"nedc": (128, 256), "student": (250, 500)}
 #: A frame is predicted when at least this share of its window is tissue.
@@ -194,6 +194,8 @@ class _Rows:
         strip, _, um = region_crop(self.slide, top0, left0, h, w, None, spec.mpp, max(h, w) + 1)
         d = um / float(self.slide.mpp)
         side = max(1, int(round(self.window / d)))
+        if spec.name == "colour" and spec.stain is None and side >= sets.MIN_SIDE:
+            return self._colour_batch(strip, (tops - top0) / d, (lefts - left0) / d, side)
         out = np.full((len(tops), self.width), np.nan, dtype=np.float32)
         ok = np.zeros(len(tops), dtype=bool)
         inside = np.ones((side, side), dtype=bool)
@@ -210,23 +212,63 @@ class _Rows:
                 pass
         return out, ok
 
+    def _colour_batch(self, strip, rows, cols, side):
+        """Colour features of all windows of a strip at once (no per-window Python work)."""
+        stains = sets.hed(strip)
+        white = sets.hed(np.full((1, 1, 3), 255, np.uint8))[0, 0]
+        padded = np.empty((stains.shape[0] + side, stains.shape[1] + side, 3), np.float32)
+        padded[...] = white  # windows sticking out of the strip see white, as crops are padded
+        padded[: stains.shape[0], : stains.shape[1]] = stains
+        r = np.round(rows).astype(np.intp)
+        c = np.round(cols).astype(np.intp)
+        steps = np.arange(side)
+        out = np.empty((len(r), self.width), dtype=np.float32)
+        batch = max(1, 2_000_000 // (side * side))
+        for a in range(0, len(r), batch):
+            rr = (r[a : a + batch, None] + steps)[:, :, None]
+            cc = (c[a : a + batch, None] + steps)[:, None, :]
+            windows = padded[rr, cc].reshape(len(rr), side * side, 3)
+            out[a : a + batch] = sets.colour_batch(windows)
+        return out, np.ones(len(r), dtype=bool)
+
 
 # --------------------------------------------------------------------------- writers
 
 
-def _geojson_feature(top, left, frame, cls, probs, classes, tissue) -> str:
-    x0, y0, x1, y1 = float(left), float(top), float(left + frame), float(top + frame)
-    colour = palette.rgba(cls)[:3] if cls in palette.LABELS else np.array([0.5, 0.5, 0.5])
-    props = {
-        "objectType": "tile",
-        "classification": {"name": cls, "color": [int(round(255 * v)) for v in colour]},
-        "measurements": {
-            **{f"p_{c}": round(float(p), 4) for c, p in zip(classes, probs, strict=True)},
-            "tissue": round(float(tissue), 3),
-        },
-    }
-    geom = {"type": "Polygon", "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]]}
-    return json.dumps({"type": "Feature", "geometry": geom, "properties": props})
+def _write_csv_rows(fh, rr, cc, n_cols, frame, tissue, cls, proba, classes) -> None:
+    """Append one CSV line per frame (probabilities blank for a skipped frame)."""
+    import pandas as pd
+
+    cols = {
+        "frame": rr * n_cols + cc, "grid_row": rr, "grid_col": cc, "top": rr * frame,
+        "left": cc * frame, "height": frame, "width": frame, "tissue": np.round(tissue, 3),
+        "class": cls,
+    }  # fmt: skip
+    for k, c in enumerate(classes):
+        cols[f"p_{c}"] = proba[:, k]
+    pd.DataFrame(cols).to_csv(fh, header=False, index=False, float_format="%.4f")
+
+
+def _geojson_rows(tops, lefts, frame, cls, proba, classes, tissue) -> str:
+    """QuPath tile features (``objectType`` tile, classification with colour, measurements)
+    for a chunk of frames, as comma-separated JSON objects."""
+    colours = {}
+    for c in set(cls.tolist()):
+        rgb = palette.rgba(c)[:3] if c in palette.LABELS else np.array([0.5, 0.5, 0.5])
+        colours[c] = json.dumps({"name": c, "color": [int(round(255 * v)) for v in rgb]})
+    names = [json.dumps(f"p_{c}") for c in classes]
+    out = []
+    for i in range(len(tops)):
+        y0, x0 = int(tops[i]), int(lefts[i])
+        y1, x1 = y0 + frame, x0 + frame
+        meas = ", ".join(f"{n}: {p:.4f}" for n, p in zip(names, proba[i].tolist(), strict=True))
+        out.append(
+            '{"type": "Feature", "geometry": {"type": "Polygon", "coordinates": '
+            f"[[[{x0}, {y0}], [{x1}, {y0}], [{x1}, {y1}], [{x0}, {y1}], [{x0}, {y0}]]]}}, "
+            f'"properties": {{"objectType": "tile", "classification": {colours[cls[i]]}, '
+            f'"measurements": {{{meas}, "tissue": {float(tissue[i]):.3f}}}}}}}'
+        )
+    return ",\n".join(out)
 
 
 def write_probability_tiff(path, image: np.ndarray, um_per_px: float | None, min_side: int = 64):
@@ -316,9 +358,8 @@ def predict_slide_map(
         with atomic_path(csv_path) as csv_tmp, atomic_path(geo_path) as geo_tmp, \
                 open(csv_tmp, "w", newline="") as fcsv, open(geo_tmp, "w") as fgeo, \
                 joblib.parallel_config(n_jobs=n_jobs) if n_jobs is not None else _null():  # fmt: skip
-            writer = csv.writer(fcsv)
-            writer.writerow(["frame", "grid_row", "grid_col", "top", "left", "height", "width",
-                             "tissue", "class", *[f"p_{c}" for c in classes]])  # fmt: skip
+            csv.writer(fcsv).writerow(["frame", "grid_row", "grid_col", "top", "left", "height",
+                                       "width", "tissue", "class", *[f"p_{c}" for c in classes]])  # fmt: skip
             fgeo.write('{"type": "FeatureCollection", "features": [\n')
             first = True
             per_row = max(1, n_cols)
@@ -338,20 +379,14 @@ def predict_slide_map(
                 skipped += int((~ok).sum())
                 grid[rr, cc] = proba
                 best = np.where(ok, np.argmax(np.nan_to_num(proba, nan=-1), axis=1), -1)
-                buf = io.StringIO()
-                for i in range(len(rr)):
-                    cls = classes[best[i]] if best[i] >= 0 else "skipped"
-                    ftop, fleft = int(rr[i] * frame), int(cc[i] * frame)
-                    t = float(tissue[rr[i], cc[i]])
-                    probs = proba[i]
-                    writer.writerow([int(rr[i] * n_cols + cc[i]), int(rr[i]), int(cc[i]), ftop,
-                                     fleft, frame, frame, f"{t:.3f}", cls,
-                                     *("" if not ok[i] else f"{p:.4f}" for p in probs)])  # fmt: skip
-                    if ok[i]:
-                        buf.write(("" if first else ",\n") + _geojson_feature(
-                            ftop, fleft, frame, cls, probs, classes, t))  # fmt: skip
-                        first = False
-                fgeo.write(buf.getvalue())
+                t = tissue[rr, cc]
+                cls = np.where(best >= 0, np.asarray(classes)[np.maximum(best, 0)], "skipped")
+                _write_csv_rows(fcsv, rr, cc, n_cols, frame, t, cls, proba, classes)
+                text = _geojson_rows(rr[ok] * frame, cc[ok] * frame, frame, cls[ok], proba[ok],
+                                     classes, t[ok])  # fmt: skip
+                if text:
+                    fgeo.write(("" if first else ",\n") + text)
+                    first = False
                 done += len(rr)
                 if progress is not None:
                     progress(done, n_tissue)

@@ -157,6 +157,29 @@ def colour(rgb: np.ndarray, inside: np.ndarray, um_per_px: float) -> np.ndarray:
     return np.concatenate([channel_stats(stains[:, c], *HED_RANGES[c]) for c in range(3)])
 
 
+def channel_stats_batch(values: np.ndarray, lo: float, hi: float, bins: int = COLOUR_BINS):
+    """`channel_stats` of every row of a (k, n) array at once (same numbers, tested)."""
+    v = np.asarray(values, dtype=np.float64)
+    k, n = v.shape
+    q = quantise(v, lo, hi, bins).astype(np.intp) + bins * np.arange(k)[:, None]
+    hist = np.bincount(q.ravel(), minlength=k * bins).reshape(k, bins) / max(1, n)
+    mean = v.mean(axis=1)
+    std = v.std(axis=1)
+    z = (v - mean[:, None]) / np.where(std > 0, std, 1.0)[:, None]
+    z2 = z * z
+    skew = np.where(std > 0, (z2 * z).mean(axis=1), 0.0)
+    kurt = np.where(std > 0, (z2 * z2).mean(axis=1) - 3.0, 0.0)
+    return np.concatenate([hist, mean[:, None], std[:, None], skew[:, None], kurt[:, None]], 1)
+
+
+def colour_batch(stains: np.ndarray) -> np.ndarray:
+    """`colour` of k whole windows given as their (k, n, 3) rgb2hed values: one pass for all
+    (whole-slide maps, where every window is entirely "inside")."""
+    return np.concatenate(
+        [channel_stats_batch(stains[:, :, c], *HED_RANGES[c]) for c in range(3)], axis=1
+    )
+
+
 # --------------------------------------------------------------------------- morphology
 
 SHAPE_NAMES = (
