@@ -279,11 +279,10 @@ def feature_sets_markdown(
                         "(baseline) | | | |"
                     )
                     continue
+                f = comparison_cells(c)
                 out.append(
-                    f"| {fs} | {crystal} | {test} | {c.n} | {_pct(c.correct_a / c.n)} | "
-                    f"{_pct(c.correct_b / c.n)} | {100 * c.difference:+.1f} pp | "
-                    f"[{100 * c.paired_ci[0]:+.1f}, {100 * c.paired_ci[1]:+.1f}] | "
-                    f"{_format_p(c.mcnemar_p)} |"
+                    f"| {fs} | {crystal} | {test} | {c.n} | {f['accuracy_a']} | "
+                    f"{f['accuracy_b']} | {f['difference']} | {f['paired_ci']} | {f['p']} |"
                 )
     out += ["", "### Settings, skipped patches and feature importance", ""]
     for item in summary:
