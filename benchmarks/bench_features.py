@@ -143,11 +143,15 @@ def whole_slide(record, quick: bool) -> None:
     seconds, frames, peak = runs[shape]
     s_small, f_small, p_small = runs[small_shape]
     per10k = seconds / frames * 1e4
-    scale = 1.0 if shape == target_shape else (target_shape[0] * target_shape[1]) / (
-        shape[0] * shape[1]
+    scale = (
+        1.0
+        if shape == target_shape
+        else (target_shape[0] * target_shape[1]) / (shape[0] * shape[1])
     )
     projected = seconds * scale
-    label = "measured" if scale == 1 else f"extrapolated x{scale:g} by area from {shape[1]}x{shape[0]}"
+    label = (
+        "measured" if scale == 1 else f"extrapolated x{scale:g} by area from {shape[1]}x{shape[0]}"
+    )
     record(
         "whole-slide map, 100,000 x 80,000 slide, 128/256 frames, colour model at 4 um/px",
         f"{projected:.0f} s ({label}); {per10k:.1f} s per 10,000 tissue frames; "
