@@ -418,3 +418,41 @@ def _null():
     from contextlib import nullcontext
 
     return nullcontext()
+
+
+@dataclass
+class LoadedMap:
+    """A written slide map read back for display: per-class probability pyramids (uint8,
+    255 = 1), the class-index image, and where frame cell (0, 0) sits on level 0."""
+
+    classes: tuple[str, ...]
+    frame: int
+    probabilities: dict[str, list[np.ndarray]]
+    class_map: np.ndarray
+    summary: dict
+
+    @property
+    def transform(self) -> tuple[tuple[float, float], tuple[float, float]]:
+        """``(scale, translate)`` putting one pixel per frame over the frame's level-0 pixels."""
+        from napari_crystal.geometry import raster_transform
+
+        return raster_transform(float(self.frame))
+
+    def values_at(self, row: float, col: float) -> dict[str, float] | None:
+        """Class probabilities of the frame under level-0 (row, col); None off the tissue."""
+        r, c = int(row // self.frame), int(col // self.frame)
+        if not (0 <= r < self.class_map.shape[0] and 0 <= c < self.class_map.shape[1]):
+            return None
+        if self.class_map[r, c] == 0:
+            return None
+        return {k: float(v[0][r, c]) / 255 for k, v in self.probabilities.items()}
+
+
+def load_slide_map(out) -> LoadedMap:
+    """Read the maps `predict_slide_map` wrote into ``out``."""
+    out = Path(out)
+    summary = json.loads((out / "summary.json").read_text())
+    classes = tuple(summary["classes"])
+    probs = {c: read_probability_tiff(out / f"prob-{c}.tif") for c in classes}
+    class_map = read_probability_tiff(out / "classes.tif")[0]
+    return LoadedMap(classes, int(summary["frame"]), probs, class_map, summary)

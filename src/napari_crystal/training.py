@@ -545,10 +545,12 @@ def check_compatible(
     ``path`` names the dataset in the message; ``None`` values are not checked.
     """
     where = path if path is not None else model.path
+    mine = (model.meta or {}).get("features")
+    if features == "unchecked" and mine and size:  # masks offered to a feature model
+        features = None
     if features != "unchecked":
         from napari_crystal.features import describe, same_settings
 
-        mine = (model.meta or {}).get("features")
         if not same_settings(mine, features):
             raise ModelError(
                 where,
