@@ -1,8 +1,9 @@
 """Training time and evaluation memory at the study's scale.
 
 - Training: 2,243 synthetic 256x256 masks (the "with crystals" training set), the paper's
-  settings, 2 threads; ``train_model`` (warm-start batches with progress and cancel) against
-  a one-shot ``BalancedRandomForestClassifier.fit`` on the same matrix, forests checked equal.
+  settings, 2 threads; ``train_model`` (sub-forests with their own seeds, joined; progress and
+  cancel per sub-forest) against a one-shot ``BalancedRandomForestClassifier.fit`` on the same
+  matrix; the two forests are equal in distribution, checked by held-out accuracy.
 - Evaluation: peak memory of ``predict_chunked`` for 46,666 patches (TUBR's size) against
   one-shot prediction (unpack everything, float32, ``predict_proba``), which is measured at a
   small n and extrapolated linearly: running it at 46,666 would need over 12 GB. Flatness is
@@ -146,18 +147,22 @@ def run(record, quick: bool = False) -> None:
     del X
     with RssPeak() as rss:
         train_model(packed, labels, SIZE, params={"n_estimators": 2}, n_jobs=2)
-    check, _ = synthetic_packed(256, seed=7)
+    check, check_labels = synthetic_packed(1024, seed=7)
+    truth, _ = map_labels(check_labels, "merge")
     Xc = np.unpackbits(check, axis=1).astype(np.float32)
-    same = bool(np.array_equal(model.estimator.predict_proba(Xc), one_shot.predict_proba(Xc)))
+    acc = float(np.mean(model.estimator.predict(Xc) == truth))
+    acc_one_shot = float(np.mean(one_shot.predict(Xc) == truth))
+    same = abs(acc - acc_one_shot) <= 0.03
     del Xc, one_shot
     record(
         f"training {train_n} x {SIZE}x{SIZE} masks, {trees} trees, 2 threads",
-        f"{proj_s:.1f} s, {proj_cpu:.0f} s CPU (train_model from packed, {len(ticks) - 1} steps)",
-        f"{base_s:.1f} s (one-shot fit on a ready matrix)",
+        f"{proj_s:.1f} s, {proj_cpu:.0f} s CPU (train_model from packed, {len(ticks) - 1} steps, "
+        f"held-out accuracy {100 * acc:.1f}%)",
+        f"{base_s:.1f} s (one-shot fit on a ready matrix, {100 * acc_one_shot:.1f}%)",
         base_s / proj_s,
-        "progress + cancel at <= 25% overhead; same forest",
+        "progress + cancel at <= 25% overhead; accuracy within 3 points",
         same and proj_s <= 1.25 * base_s,
-        project_s=proj_s, baseline_s=base_s, project_cpu_s=proj_cpu, baseline_cpu_s=base_cpu, same_forest=same, progress_calls=len(ticks),
+        project_s=proj_s, baseline_s=base_s, project_cpu_s=proj_cpu, baseline_cpu_s=base_cpu, accuracy=acc, accuracy_one_shot=acc_one_shot, progress_calls=len(ticks),
         rss_delta_gib_2_trees=rss.delta / 2**30, load_average=os.getloadavg(),
     )  # fmt: skip
 

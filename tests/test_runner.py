@@ -11,7 +11,7 @@ from napari_crystal.errors import Cancelled
 
 pytest.importorskip("napari")
 
-from napari_crystal.plugin.widgets._runner import Runner  # noqa: E402
+from napari_crystal.plugin.widgets._runner import Runner, collection_paused  # noqa: E402
 
 
 def _job(n, progress=None, cancel=None, fail=False):
@@ -59,3 +59,43 @@ def test_error_is_reported_and_widget_stays_usable(runner, qtbot):
     runner.start(_job, 3, label="again", on_done=done.append)
     qtbot.waitUntil(lambda: not runner.busy, timeout=5000)
     assert done == [6]
+
+
+def test_collection_pause_is_counted_across_overlapping_jobs():
+    """Two jobs in two threads, the first ending while the second still runs: the collector
+    stays off until the last ends, then comes back; left off when it was off to begin with."""
+    import gc
+    import threading
+
+    assert gc.isenabled()
+    first_in, first_out, second_in = threading.Event(), threading.Event(), threading.Event()
+    seen = {}
+
+    def first():
+        with collection_paused():
+            first_in.set()
+            second_in.wait(5)
+        seen["after first"] = gc.isenabled()
+        first_out.set()
+
+    def second():
+        first_in.wait(5)
+        with collection_paused():
+            second_in.set()
+            first_out.wait(5)
+            seen["second still running"] = gc.isenabled()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert seen == {"after first": False, "second still running": False}
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with collection_paused():
+            pass
+        assert not gc.isenabled()  # someone else's pause is not ours to end
+    finally:
+        gc.enable()

@@ -124,7 +124,7 @@ def test_cancel_leaves_no_model_and_controls_come_back(make_napari_viewer, qtbot
     save_dataset(random_dataset(300, 32), path)
     widget.source.value = FROM_FILE
     widget.dataset_path.value = path
-    widget.n_estimators.value = 1000  # batches of ~100 trees: many left when we cancel
+    widget.n_estimators.value = 1000  # sub-forests of 10 trees: many left when we cancel
     out = tmp_path / "cancelled.skops"
     widget.out.value = out
     widget.run()
@@ -133,7 +133,7 @@ def test_cancel_leaves_no_model_and_controls_come_back(make_napari_viewer, qtbot
     qtbot.waitUntil(lambda: widget.bar.value >= 1, timeout=30_000)  # some trees grown
     assert widget.bar.max == 1000
     widget.cancel_button.changed.emit(True)
-    wait(qtbot, widget, timeout=120_000)  # the core stops between batches of trees
+    wait(qtbot, widget, timeout=120_000)  # the core stops between sub-forests
     assert isinstance(widget.runner.last_error, Cancelled)
     assert not out.exists() and not list(tmp_path.glob(".cancelled.skops*"))
     assert "cancelled" in widget.status.value and widget.model is None

@@ -1,4 +1,4 @@
-"""Label mapping, training (incremental = one-shot), model files and their refusal."""
+"""Label mapping, training (sub-forests joined), model files and their refusal."""
 
 from __future__ import annotations
 
@@ -128,43 +128,69 @@ def test_training_hash_sees_labels_and_masks(data):
     assert training.training_hash(flipped, labels, SIZE) != h
 
 
-@pytest.mark.parametrize("n_jobs, step_seconds", [(None, 0), (2, 0), (2, 10.0)])
-def test_incremental_training_equals_one_shot(data, n_jobs, step_seconds):
-    from imblearn.ensemble import BalancedRandomForestClassifier
-
+@pytest.mark.parametrize("n_jobs", [None, 2, -1])
+def test_same_seed_same_model_whatever_the_threads(data, n_jobs):
+    """Sub-forests have their own seeds: the forest depends on the seed, not on n_jobs."""
     packed, labels = data
+    params = {"n_estimators": 25}
     seen = []
     model = train_model(
-        packed, labels, SIZE, params={"n_estimators": 5}, n_jobs=n_jobs,
-        step_seconds=step_seconds, progress=lambda done, total: seen.append((done, total)),
+        packed, labels, SIZE, params=params, n_jobs=n_jobs,
+        progress=lambda done, total: seen.append((done, total)),
     )  # fmt: skip
-    y, _ = map_labels(labels, "merge")
-    one_shot = BalancedRandomForestClassifier(**{**DEFAULT_PARAMS, "n_estimators": 5})
-    one_shot.fit(dense(packed), y)
+    again = train_model(packed, labels, SIZE, params=params)
     X = dense(synthetic(n=120, seed=9)[0])
-    np.testing.assert_array_equal(model.estimator.predict_proba(X), one_shot.predict_proba(X))
-    for ours, theirs in zip(model.estimator.estimators_, one_shot.estimators_, strict=True):
-        assert ours.random_state == theirs.random_state
+    np.testing.assert_array_equal(
+        model.estimator.predict_proba(X), again.estimator.predict_proba(X)
+    )
+    for ours, theirs in zip(model.estimator.estimators_, again.estimator.estimators_, strict=True):
         np.testing.assert_array_equal(ours.tree_.threshold, theirs.tree_.threshold)
-    for ours, theirs in zip(model.estimator.samplers_, one_shot.samplers_, strict=True):
-        np.testing.assert_array_equal(ours.sample_indices_, theirs.sample_indices_)
-    steps = [d for d, _ in seen]
-    assert seen[0] == (0, 5) and steps[-1] == 5 and all(t == 5 for _, t in seen)
-    if step_seconds == 0:  # one tree per thread per batch
-        assert steps == ([0, 1, 2, 3, 4, 5] if n_jobs is None else [0, 2, 4, 5])
-    else:  # first batch one tree per thread, then ceil(5 / 10 steps) rounded up to 2 trees
-        assert steps == [0, 2, 4, 5]
+    # 25 trees in sub-forests of 9, 8 and 8: one progress step each, in any order
+    assert training.sub_forest_sizes(25) == [9, 8, 8]
+    assert seen[0] == (0, 25) and seen[-1] == (25, 25) and len(seen) == 4
+    assert all(t == 25 for _, t in seen) and sorted(d for d, _ in seen[1:-1]) in (
+        [8, 16],
+        [8, 17],
+        [9, 17],
+    )
+    # another seed, another forest
+    other = train_model(packed, labels, SIZE, params={**params, "random_state": 7})
+    assert not np.array_equal(other.estimator.predict_proba(X), model.estimator.predict_proba(X))
 
 
-def test_batch_schedule(data):
+def test_joined_forest_is_a_whole_forest(data):
+    """All the trees, distinct draws, classes and parameters of the whole forest; its
+    probabilities are the average over the trees."""
     packed, labels = data
-    seen = []
-    train_model(
-        packed, labels, SIZE, params={"n_estimators": 40}, steps=4,
-        progress=lambda done, total: seen.append(done),
-    )  # fmt: skip
-    # one tree per thread first, then 40 / 4 = 10 trees per batch (fast trees: no time cap)
-    assert seen == [0, 1, 11, 21, 31, 40]
+    model = train_model(packed, labels, SIZE, params={"n_estimators": 23})
+    forest = model.estimator
+    assert len(forest.estimators_) == len(forest.samplers_) == len(forest.pipelines_) == 23
+    assert forest.n_estimators == 23 and forest.random_state == DEFAULT_PARAMS["random_state"]
+    assert tuple(forest.classes_) == model.classes
+    draws = {tuple(s.sample_indices_) for s in forest.samplers_}
+    assert len(draws) == 23  # no sub-forest repeats another's samples
+    X = dense(synthetic(n=60, seed=3)[0])
+    mean = np.mean([tree.predict_proba(X) for tree in forest.estimators_], axis=0)
+    np.testing.assert_allclose(forest.predict_proba(X), mean)
+    assert training.sub_forest_seeds(42, 3) == training.sub_forest_seeds(42, 3)
+    assert len(set(training.sub_forest_seeds(42, 3))) == 3
+
+
+def test_accuracy_close_to_a_one_shot_fit():
+    """Equal in distribution, not bit-identical: held-out accuracy like one fit's."""
+    from imblearn.ensemble import BalancedRandomForestClassifier
+
+    packed, labels = synthetic(n=600, seed=1)
+    test_packed, test_labels = synthetic(n=600, seed=2)
+    params = {"n_estimators": 40}
+    model = train_model(packed, labels, SIZE, params=params, n_jobs=2)
+    y, _ = map_labels(labels, "merge")
+    truth, _ = map_labels(test_labels, "merge")
+    X = dense(test_packed)
+    ours = np.mean(model.estimator.predict(X) == truth)
+    one_shot = BalancedRandomForestClassifier(**{**DEFAULT_PARAMS, **params}).fit(dense(packed), y)
+    theirs = np.mean(one_shot.predict(X) == truth)
+    assert ours > 0.8 and abs(ours - theirs) < 0.05, (ours, theirs)
 
 
 def test_drop_mode_removes_crystal_patches(data):
@@ -184,22 +210,24 @@ def test_params_are_overridable(data):
     assert max(t.get_depth() for t in model.estimator.estimators_) <= 2
 
 
-def test_cancel_stops_between_trees(data):
+@pytest.mark.parametrize("n_jobs", [None, 2])
+def test_cancel_stops_between_sub_forests(data, n_jobs):
     packed, labels = data
     cancel = threading.Event()
     seen = []
 
     def progress(done, total):
         seen.append(done)
-        if done == 2:
+        if done >= 10:
             cancel.set()
 
     with pytest.raises(Cancelled):
         train_model(
-            packed, labels, SIZE, params={"n_estimators": 50}, progress=progress,
-            cancel=cancel, step_seconds=0,
+            packed, labels, SIZE, params={"n_estimators": 200}, progress=progress,
+            cancel=cancel, n_jobs=n_jobs,
         )  # fmt: skip
-    assert seen == [0, 1, 2]
+    # sub-forests of 10: one done, then at most those already growing (one per thread)
+    assert seen[0] == 0 and seen[1] == 10 and seen[-1] <= 10 + 10 * (n_jobs or 0)
 
 
 def test_refuses_a_single_class(data):

@@ -77,14 +77,9 @@ def train_on_dataset(
     progress: Progress = None,
     cancel: threading.Event | None = None,
     n_jobs: int | None = None,
-    steps: int = 10,
-    step_seconds: float = 10.0,
 ) -> Model:
-    """Train a balanced random forest on a dataset's packed masks (the paper's defaults).
-
-    ``steps`` and ``step_seconds`` size the warm-start batches (see `training.train_model`):
-    more, shorter batches give finer progress and a quicker Cancel at some cost in speed.
-    """
+    """Train a balanced random forest on a dataset's packed masks (the paper's defaults),
+    in sub-forests with progress and Cancel (see `training.train_model`)."""
     return train_model(
         dataset.packed,
         dataset.labels,
@@ -95,8 +90,6 @@ def train_on_dataset(
         progress=progress,
         cancel=cancel,
         n_jobs=n_jobs,
-        steps=steps,
-        step_seconds=step_seconds,
     )
 
 

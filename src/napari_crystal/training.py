@@ -12,10 +12,10 @@ import hashlib
 import json
 import os
 import threading
-import time
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,7 +60,8 @@ TRUSTED_TYPES: frozenset[str] = frozenset(
     }
 )
 
-_MAX_INT = np.iinfo(np.int32).max
+#: Trees per sub-forest (see `train_model`): the unit of progress, Cancel and seeding.
+SUB_FOREST_TREES = 10
 
 
 def map_labels(labels: Sequence[str], crystals: str = "merge") -> tuple[np.ndarray, np.ndarray]:
@@ -254,21 +255,79 @@ def _features(packed: Any, keep: np.ndarray, size: int, chunk: int = 1024) -> np
     return X
 
 
-def _draws_per_tree(forest: Any) -> int:
-    """Seeds one tree of ``forest`` consumes (one per ``*random_state`` parameter).
+def sub_forest_sizes(total: int) -> list[int]:
+    """Trees of each sub-forest of a ``total``-tree forest: `SUB_FOREST_TREES` each, the rest
+    spread evenly. Depends on ``total`` only, so neither threads nor timing change a model."""
+    n = max(1, -(-total // SUB_FOREST_TREES))
+    return [len(part) for part in np.array_split(np.arange(total), n)]
 
-    Mirrors ``sklearn.ensemble._base._set_random_states``, which imblearn calls on the tree and
-    on its sampler.
+
+def sub_forest_seeds(seed: int | None, n: int) -> list[int]:
+    """One independent seed per sub-forest, derived from the model's seed with numpy's
+    ``SeedSequence.spawn`` (fresh entropy when ``seed`` is None)."""
+    return [int(child.generate_state(1)[0]) for child in np.random.SeedSequence(seed).spawn(n)]
+
+
+def join_forests(forests: Sequence[Any], params: dict[str, Any]) -> Any:
+    """One forest of the trees of fitted sub-forests, in order, with ``params`` (the whole
+    forest's settings); its ``predict_proba`` is the average over all trees, as for a forest
+    fitted in one go. Sub-forests fitted on the same labels have the same classes (checked).
     """
-    from imblearn.under_sampling import RandomUnderSampler
-    from sklearn.tree import DecisionTreeClassifier
+    forest = forests[0]  # fitted on the same data: its fitted state serves for all
+    for other in forests[1:]:
+        if not np.array_equal(other.classes_, forest.classes_):
+            raise ValueError("sub-forests were fitted on different classes")
+    forest.estimators_ = [tree for f in forests for tree in f.estimators_]
+    forest.samplers_ = [s for f in forests for s in f.samplers_]
+    forest.pipelines_ = [p for f in forests for p in f.pipelines_]
+    forest.set_params(**params, n_jobs=None)
+    return forest
 
-    tree = forest.estimator if forest.estimator is not None else DecisionTreeClassifier()
 
-    count = 0
-    for obj in (tree, RandomUnderSampler()):
-        count += sum(1 for key in obj.get_params(deep=True) if key.endswith("random_state"))
-    return count
+def _grow_sub_forests(
+    X: np.ndarray,
+    y: np.ndarray,
+    subs: list[dict[str, Any]],
+    threads: int,
+    progress: Callable[[int, int], None] | None,
+    cancel: threading.Event | None,
+) -> list[Any]:
+    """Fit one ``BalancedRandomForestClassifier`` per parameter set in ``subs``, ``threads``
+    at a time; progress in trees after each, Cancel checked before each starts."""
+    from imblearn.ensemble import BalancedRandomForestClassifier
+
+    total = sum(sub["n_estimators"] for sub in subs)
+
+    def grow(sub: dict[str, Any]):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("training cancelled")
+        return BalancedRandomForestClassifier(**sub, n_jobs=1).fit(X, y)
+
+    if progress is not None:
+        progress(0, total)
+    forests: list[Any] = [None] * len(subs)
+    done = 0
+    if threads == 1:
+        for k, sub in enumerate(subs):
+            forests[k] = grow(sub)
+            done += sub["n_estimators"]
+            if progress is not None:
+                progress(done, total)
+        return forests
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        futures = {pool.submit(grow, sub): k for k, sub in enumerate(subs)}
+        try:
+            for future in as_completed(futures):
+                k = futures[future]
+                forests[k] = future.result()
+                done += subs[k]["n_estimators"]
+                if progress is not None:
+                    progress(done, total)
+        except BaseException:
+            for future in futures:
+                future.cancel()  # those not started; the running ones finish
+            raise
+    return forests
 
 
 def train_model(
@@ -282,23 +341,16 @@ def train_model(
     progress: Callable[[int, int], None] | None = None,
     cancel: threading.Event | None = None,
     n_jobs: int | None = None,
-    steps: int = 10,
-    step_seconds: float = 10.0,
 ) -> Model:
     """Train a balanced random forest on packed masks.
 
-    Trees are grown in batches with ``warm_start`` so progress can be reported and the run
-    cancelled between batches. The first batch has one tree per thread, the next ones about
-    ``n_estimators / steps`` trees (a multiple of the thread count), fewer when a batch would
-    take longer than ``step_seconds``. Batches are not single trees because each ``fit`` call
-    re-validates the whole matrix (~0.1 s of one core at 2,243 x 65,536): one tree per call
-    costs ~40% extra time at the study's scale, ten calls ~10%.
-
-    imblearn's warm start draws one seed per existing tree to catch up, but each tree consumed
-    two (tree and sampler), so a naive warm start does not reproduce a one-shot fit; each
-    batch therefore gets a ``RandomState`` advanced by the missing draws, which makes the
-    forest identical to ``fit`` with all ``n_estimators`` at once (tested).
-    ``random_state`` is restored to the integer afterwards.
+    The forest is grown as sub-forests of about `SUB_FOREST_TREES` trees, each a
+    ``BalancedRandomForestClassifier`` fitted with its own seed (`sub_forest_seeds`, from
+    ``random_state``), then joined (`join_forests`). Progress is reported and Cancel checked
+    per sub-forest; ``n_jobs`` sub-forests grow at once. The result is a forest of the same
+    trees in distribution as one ``fit`` of all ``n_estimators`` (each tree is an independent
+    draw), not bit-identical to it; the same ``random_state`` and ``n_estimators`` give the
+    same model whatever ``n_jobs``.
 
     Parameters
     ----------
@@ -316,21 +368,15 @@ def train_model(
         Caller's description (``method``, ``level_rule``, ``dataset``...), stored in the model.
     progress : callable(done_trees, total_trees), optional
     cancel : threading.Event, optional
-        When set, training stops before the next batch with `errors.Cancelled`.
+        When set, training stops before the next sub-forest with `errors.Cancelled`.
     n_jobs : int, optional
-        Threads for tree building (does not change the result).
-    steps : int
-        About how many progress steps (batches) to make.
-    step_seconds : float
-        Longest wanted batch, bounding how late a cancel takes effect; 0 gives batches of
-        one tree per thread.
+        Sub-forests grown at once, one thread each (does not change the result); -1: all
+        cores.
 
     Returns
     -------
     Model
     """
-    from imblearn.ensemble import BalancedRandomForestClassifier
-
     meta = dict(meta or {})
     source = meta.get("dataset")
     source = None if source is None else str(source)
@@ -361,36 +407,17 @@ def train_model(
     if total < 1:
         raise ValueError("n_estimators must be at least 1")
 
-    forest = BalancedRandomForestClassifier(**merged)
+    sizes = sub_forest_sizes(total)
+    seeds = sub_forest_seeds(None if seed is None else int(seed), len(sizes))
+    subs = [
+        {**merged, "n_estimators": k, "random_state": r} for k, r in zip(sizes, seeds, strict=True)
+    ]
     jobs = n_jobs if n_jobs is not None else 1
-    threads = max(1, jobs if jobs > 0 else (os.cpu_count() or 1))
-    per_step = -(-max(1, total // max(1, steps)) // threads) * threads
-    batch = threads
-    X = feature_matrix(packed, keep, size)
-    draws = _draws_per_tree(forest)
-    done = 0
-    if progress is not None:
-        progress(0, total)
-    while done < total:
-        if cancel is not None and cancel.is_set():
-            raise Cancelled("training cancelled")
-        step = min(batch, total - done)
-        state = np.random.RandomState(seed)
-        if done:  # fit() itself skips `done` seeds more: together `draws * done`
-            state.randint(_MAX_INT, size=(draws - 1) * done)
-        forest.set_params(
-            n_estimators=done + step, warm_start=done > 0, random_state=state, n_jobs=n_jobs
-        )
-        started = time.perf_counter()
-        forest.fit(X, y)
-        per_tree = (time.perf_counter() - started) / step
-        done += step
-        cap = int(step_seconds / per_tree) // threads * threads if per_tree > 0 else per_step
-        batch = max(threads, min(per_step, cap))
-        if progress is not None:
-            progress(done, total)
-    forest.set_params(random_state=seed, warm_start=False, n_jobs=None)
-    del X
+    threads = max(1, min(len(subs), jobs if jobs > 0 else (os.cpu_count() or 1)))
+    forests = _grow_sub_forests(
+        feature_matrix(packed, keep, size), y, subs, threads, progress, cancel
+    )
+    forest = join_forests(forests, merged)
 
     return Model(
         estimator=forest,

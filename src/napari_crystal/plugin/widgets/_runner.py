@@ -6,9 +6,11 @@ Every widget runs core functions (which take ``progress(done, total)`` and ``can
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from magicgui.widgets import ProgressBar, PushButton, Widget
@@ -17,6 +19,36 @@ from napari.utils.notifications import show_error, show_info
 from superqt.utils import ensure_main_thread
 
 from napari_crystal.errors import Cancelled
+
+_pause_lock = threading.Lock()
+_pauses = 0
+_resume = False
+
+
+@contextmanager
+def collection_paused() -> Iterator[None]:
+    """Hold off the cyclic garbage collector while a worker makes many short-lived objects.
+
+    skops builds about half a million objects to save a 100-tree forest, and importing
+    scikit-learn makes as many lasting ones; with napari's few hundred thousand live objects
+    each full collection they trigger holds the GIL, and so the event loop, for ~200 ms. The
+    objects die by reference counting anyway. The collector is process-wide, so pauses are
+    counted: overlapping jobs (two widgets, or a job during the import warm-up) keep it off
+    until the last one ends, and it comes back only if it was on when the first began.
+    """
+    global _pauses, _resume
+    with _pause_lock:
+        if _pauses == 0:
+            _resume = gc.isenabled()
+            gc.disable()
+        _pauses += 1
+    try:
+        yield
+    finally:
+        with _pause_lock:
+            _pauses -= 1
+            if _pauses == 0 and _resume:
+                gc.enable()
 
 
 class Runner:

@@ -1,17 +1,15 @@
 """Train classifier widget: a balanced random forest on a mask dataset, off the GUI thread.
 
 The training is `experiment.train_on_dataset` (what the CLI's ``train`` runs) and the file is
-`training.save_model` (skops, atomic), both in a `Runner` worker: per-tree progress, Cancel,
+`training.save_model` (skops, atomic), both in a `Runner` worker: progress per sub-forest, Cancel,
 controls disabled, and the model file is written only after training finished.
 """
 
 from __future__ import annotations
 
-import gc
 import os
 import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +31,7 @@ from napari_crystal.dataset import Dataset, load_dataset
 from napari_crystal.errors import Cancelled, CrystalError, DatasetError, ModelError
 from napari_crystal.experiment import train_on_dataset
 from napari_crystal.plugin.widgets._layers import mask_dataset
-from napari_crystal.plugin.widgets._runner import Runner
+from napari_crystal.plugin.widgets._runner import Runner, collection_paused
 from napari_crystal.plugin.widgets._ui import count_table, job_row, wrapped
 from napari_crystal.plugin.widgets.mask_widget import PROGRESS_S
 from napari_crystal.training import CRYSTAL_MODES, DEFAULT_PARAMS, Model, save_model
@@ -44,10 +42,6 @@ if TYPE_CHECKING:
 __all__ = ["TrainWidget", "train_and_save"]
 
 FROM_MASKS, FROM_FILE = "mask widget", "dataset file"
-# Finer warm-start batches than the CLI's: the bar moves every few trees and Cancel answers
-# within about a second, for some 10-20% more training time.
-GUI_STEPS = 25
-GUI_STEP_SECONDS = 1.0
 MAX_FEATURES = [("sqrt", "sqrt"), ("log2", "log2"), ("all (None)", None)]
 STRATEGIES = ["all", "not minority", "not majority", "majority", "auto"]
 
@@ -70,36 +64,19 @@ def train_and_save(
     start = time.perf_counter()
     model = train_on_dataset(
         dataset, crystals=crystals, params=params, progress=progress, cancel=cancel,
-        n_jobs=n_jobs, steps=GUI_STEPS, step_seconds=GUI_STEP_SECONDS,
+        n_jobs=n_jobs,
     )  # fmt: skip
     seconds = time.perf_counter() - start
     if cancel is not None and cancel.is_set():
         raise Cancelled("training cancelled")
-    with _no_collection():
+    with collection_paused():
         path = save_model(model, out)
     return model, path, seconds
 
 
-@contextmanager
-def _no_collection():
-    """Pause the cyclic garbage collector (it is process-wide) and restore its state after.
-
-    skops builds about half a million short-lived objects for a 100-tree forest; with napari's
-    few hundred thousand live objects that triggers a full collection, which holds the GIL
-    (and so the event loop) for ~200 ms. The objects die by reference counting anyway.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 def _import_training_libraries() -> None:
     """Import scikit-learn, imbalanced-learn and skops (seconds of work, some holding the GIL)."""
-    with _no_collection():  # imports make many lasting objects: full collections otherwise
+    with collection_paused():  # imports make many lasting objects: full collections otherwise
         import imblearn.ensemble  # noqa: F401
         import skops.io  # noqa: F401
 
@@ -148,7 +125,9 @@ class TrainWidget(Container):
             label="random seed", value=p["random_state"], min=0, max=2**31 - 1
         )
         self.n_jobs = SpinBox(label="threads", value=1, min=1, max=os.cpu_count() or 1)
-        self.n_jobs.tooltip = "trees grown at once (same forest; progress moves per batch)"
+        self.n_jobs.tooltip = (
+            "sub-forests of 10 trees grown at once (same forest; progress per sub-forest)"
+        )
         self.out = FileEdit(label="model file", mode="w", filter="*.skops")
         self.run_button = PushButton(text="Train")
         self.cancel_button = PushButton(text="Cancel")
