@@ -1,16 +1,17 @@
-"""Slide access: the real Aperio SVS, synthetic pyramids (exact and JPEG), OME subIFDs, fallbacks."""
+"""Slide access: the real Aperio SVS, synthetic pyramids (exact and JPEG), OME subIFDs, fallbacks.
+
+OpenSlide formats (the real library, no stand-in) are in ``test_slide_openslide.py``.
+"""
 
 from __future__ import annotations
 
-import sys
 import tracemalloc
-import types
 
 import numpy as np
 import pytest
 import tifffile
 
-from napari_crystal.io.slide import Slide, is_slide, open_slide
+from napari_crystal.io.slide import is_slide, open_slide
 from napari_crystal.synthetic import write_pyramid
 
 
@@ -153,53 +154,6 @@ def test_plain_tiff_is_not_a_slide(tmp_path):
     tifffile.imwrite(path, np.zeros((64, 64), np.uint8))
     assert not is_slide(path)
     assert not is_slide(tmp_path / "missing.svs")
-
-
-def test_openslide_fallback_when_tifffile_cannot(tmp_path, monkeypatch):
-    """A format tifffile does not read goes to OpenSlide (here a stand-in module) when importable."""
-    from PIL import Image
-
-    path = tmp_path / "slide.mrxs"
-    path.write_bytes(b"not a tiff, but OpenSlide knows it")
-    level0 = _smooth_source(0, 0, 600, 800)
-
-    class FakeOpenSlide:
-        def __init__(self, name):
-            self.level_dimensions = [(800, 600), (400, 300)]
-            self.level_downsamples = [1.0, 2.0]
-            self.properties = {"openslide.mpp-x": "0.5"}
-
-        @staticmethod
-        def detect_format(name):
-            return "mirax" if str(name).endswith(".mrxs") else None
-
-        def read_region(self, location, level, size):
-            (x, y), (w, h) = location, size
-            ds = int(self.level_downsamples[level])
-            src = level0[::ds, ::ds][y // ds : y // ds + h, x // ds : x // ds + w]
-            rgba = np.full((h, w, 4), 0, np.uint8)
-            rgba[: src.shape[0], : src.shape[1], :3] = src
-            rgba[: src.shape[0], : src.shape[1], 3] = 255
-            return Image.fromarray(rgba, "RGBA")
-
-        def close(self):
-            pass
-
-    fake = types.ModuleType("openslide")
-    fake.OpenSlide = FakeOpenSlide
-    fake.PROPERTY_NAME_MPP_X = "openslide.mpp-x"
-    monkeypatch.setitem(sys.modules, "openslide", fake)
-    assert is_slide(path)
-    slide = open_slide(path)
-    assert isinstance(slide, Slide) and slide.backend == "openslide"
-    assert slide.shape == (600, 800) and slide.mpp == 0.5 and slide.downsamples == [1.0, 2.0]
-    np.testing.assert_array_equal(
-        slide.read_region(0, 100, 700, 50, 100)[:, :100], level0[100:150, 700:800]
-    )
-    np.testing.assert_array_equal(
-        slide.read_region(1, 200, 400, 10, 10), level0[::2, ::2][100:110, 200:210]
-    )
-    slide.close()
 
 
 def test_concurrent_reads_are_consistent(deflate_slide):

@@ -22,6 +22,7 @@ import numpy as np
 
 from napari_crystal import __version__
 from napari_crystal.errors import Cancelled, DatasetError
+from napari_crystal.io.slide import SLIDE_SUFFIXES, slide_files  # one list of slide formats
 from napari_crystal.masks import CHANNELS, METHODS, RESIZE_RULE, THRESHOLD_RULE, make_mask
 from napari_crystal.parallel import run_tasks, scheduler_kind
 from napari_crystal.patches import COLUMNS, LEVEL_RULE, STRING_COLUMNS, Patch, PatchTable
@@ -29,7 +30,6 @@ from napari_crystal.patches import region_patches as _region_patches
 
 FORMAT = "napari-crystal-dataset"
 VERSION = 1
-SLIDE_SUFFIXES = (".svs", ".tif", ".tiff")
 PACK_CHUNK = 1024  # rows per zarr chunk of the packed masks
 
 Progress = Callable[[int, int], None] | None
@@ -308,12 +308,6 @@ def dataset_for_slide(
             opened.close()
     meta = _meta(method, size, channel, slide=str(getattr(opened, "path", slide)))
     return Dataset(table, packed, size, method, meta)
-
-
-def slide_files(folder) -> list[Path]:
-    """Slides under ``folder`` (recursive, sorted): the NEDC layout nests them by patient."""
-    folder = Path(folder)
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in SLIDE_SUFFIXES)
 
 
 @dataclass

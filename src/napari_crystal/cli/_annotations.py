@@ -13,9 +13,13 @@ from napari_crystal.io.nedc import Annotation, read_annotation, write_annotation
 def register(subparsers) -> None:
     """Add the ``info`` and ``convert`` commands."""
     info = subparsers.add_parser(
-        "info", help="pixel size, slide size, regions and area per label of annotation files"
+        "info",
+        help="annotation files: pixel size, slide size, regions and area per label; "
+        "slides: levels, pixel size, vendor, objective power",
     )
-    info.add_argument("paths", nargs="+", metavar="PATH", help="NEDC .csv or .xml files")
+    info.add_argument(
+        "paths", nargs="+", metavar="PATH", help="NEDC .csv or .xml files, or slides"
+    )
     info.add_argument("--json", action="store_true", help="one JSON object per file")
     info.set_defaults(func=run_info)
     convert = subparsers.add_parser("convert", help="convert between NEDC .csv and .xml")
@@ -67,7 +71,13 @@ def format_summary(summary: dict) -> str:
 
 def run_info(args: argparse.Namespace) -> int:
     """Print a summary of every file; the first bad file stops with its error."""
+    from napari_crystal.cli._slides import format_slide_summary, is_slide_path, slide_summary
+
     for path in args.paths:
+        if is_slide_path(path):  # a slide: levels, pixel size, vendor, objective power
+            summary = slide_summary(path)
+            print(json.dumps(summary) if args.json else format_slide_summary(summary))
+            continue
         summary = summarize(read_annotation(path))
         print(json.dumps(summary) if args.json else format_summary(summary))
     return 0

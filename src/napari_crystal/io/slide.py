@@ -1,7 +1,10 @@
-"""Lazy whole-slide access: Aperio SVS and pyramidal TIFF through tifffile + zarr, OpenSlide optional.
+"""Lazy whole-slide access: every format OpenSlide reads, SVS and pyramidal TIFF through tifffile.
 
-A slide is a list of lazy (rows, cols, 3) uint8 arrays, level 0 first. Opening reads tags and
-decodes one tile of the coarsest level (to fail early on bad files), never a whole level.
+A slide is a list of lazy (rows, cols, 3) uint8 arrays, level 0 first. Aperio SVS and generic
+pyramidal TIFF go through tifffile + zarr (faster, see ``benchmarks/bench_slide.py``); NDPI,
+MRXS, SCN, BIF, Philips TIFF, DICOM folders and the rest through OpenSlide (``openslide-bin``
+wheels). Opening reads tags and decodes one tile of the coarsest level (to fail early on bad
+files), never a whole level.
 """
 
 from __future__ import annotations
@@ -18,9 +21,16 @@ import numpy as np
 
 from napari_crystal.errors import SlideError
 
-SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".btf", ".tf8", ".scn", ".bif")
+# The one list of slide suffixes (readers, CLI, dataset building): OpenSlide's formats
+# (https://openslide.org/formats/) and the TIFF variants tifffile reads.
+SLIDE_SUFFIXES = (
+    ".svs", ".tif", ".tiff", ".btf", ".tf8", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".bif",
+    ".svslide", ".czi", ".dcm",
+)  # fmt: skip
 # Extensions no other reader wants: a broken file with one of these is ours to report.
-SLIDE_ONLY_SUFFIXES = (".svs", ".ndpi", ".scn", ".bif")
+SLIDE_ONLY_SUFFIXES = (".svs", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".bif", ".svslide")
+# OpenSlide vendors that tifffile reads faster (same pixels): these stay on the tifffile path.
+TIFFFILE_VENDORS = ("aperio", "generic-tiff")
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _NOT_LEVELS = ("thumbnail", "label", "macro", "overview")
 _MPP_RE = re.compile(r"\|\s*MPP\s*=\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)")
@@ -39,6 +49,8 @@ class Slide:
     downsamples: list[float]
     mpp: float | None
     backend: str = "tifffile"
+    vendor: str | None = None  # OpenSlide's name for the format: aperio, hamamatsu, mirax...
+    objective_power: float | None = None  # scanning magnification, e.g. 20 or 40
     _tiles: list | None = field(default=None, repr=False)
     _closers: list[Callable[[], None]] = field(default_factory=list, repr=False)
 
@@ -143,6 +155,8 @@ def is_slide(path) -> bool:
     A plain (striped, single-level) TIFF is not a slide, so napari's other readers get it.
     """
     path = Path(path)
+    if path.is_dir():
+        return _dicom_file(path) is not None
     if not path.is_file():
         return False
     if _has_tiff_magic(path):
@@ -153,15 +167,34 @@ def is_slide(path) -> bool:
                 if tif.is_svs or tif.is_ndpi or tif.is_scn or tif.is_bif:
                     return True
                 page = tif.pages.first
-                if page.samplesperpixel not in (1, 3, 4):
-                    return False
-                if page.is_tiled and (page.samplesperpixel >= 3 or len(tif.series[0].levels) > 1):
-                    return True
-                return len(tif.series) > 0 and len(tif.series[0].levels) > 1
-        except Exception:  # noqa: BLE001 - a file we cannot parse is not a slide
-            return False
-    detect = _openslide_detect(path)
-    return detect is not None
+                if page.samplesperpixel in (1, 3, 4):
+                    if page.is_tiled and (
+                        page.samplesperpixel >= 3 or len(tif.series[0].levels) > 1
+                    ):
+                        return True
+                    if len(tif.series) > 0 and len(tif.series[0].levels) > 1:
+                        return True
+        except Exception:  # noqa: BLE001 - a file tifffile cannot parse may be OpenSlide's
+            pass
+        # Vendor TIFFs tifffile does not name (Philips, Trestle, Ventana); a merely tiled TIFF
+        # (OpenSlide's generic-tiff) was judged above.
+        return _openslide_detect(path) not in (None, "generic-tiff")
+    return _openslide_detect(path) is not None
+
+
+def slide_files(folder) -> list[Path]:
+    """Slides under ``folder`` (recursive, sorted): files with a slide suffix, and each DICOM
+    slide folder once (its ``.dcm`` files are one slide's levels)."""
+    folder = Path(folder)
+    found = set()
+    for p in folder.rglob("*"):
+        suffix = p.suffix.lower()
+        if suffix == ".dcm":
+            if _dicom_file(p.parent) is not None:
+                found.add(p.parent)
+        elif suffix in SLIDE_SUFFIXES and p.is_file():
+            found.add(p)
+    return sorted(found)
 
 
 # --------------------------------------------------------------------------- tifffile backend
@@ -357,6 +390,7 @@ def _open_tifffile(path: Path) -> Slide:
             downsamples=downsamples,
             mpp=_tiff_mpp(tif, pages[0]),
             backend="tifffile",
+            objective_power=_aperio_power(pages[0]),
             _tiles=tiles,
             _closers=[tif.close],
         )
@@ -384,9 +418,10 @@ def _probe(slide: Slide) -> None:
 
 
 def _openslide_detect(path: Path) -> str | None:
+    """OpenSlide's vendor name for a file (``"aperio"``, ``"mirax"``...), or None."""
     try:
         import openslide
-    except ImportError:
+    except ImportError:  # pragma: no cover - a declared dependency
         return None
     try:
         return openslide.OpenSlide.detect_format(str(path))
@@ -394,68 +429,134 @@ def _openslide_detect(path: Path) -> str | None:
         return None
 
 
-def _open_openslide(path: Path) -> Slide:
-    """Levels as dask arrays whose blocks come from ``OpenSlide.read_region`` (alpha over white)."""
+def _dicom_file(folder: Path) -> Path | None:
+    """A DICOM whole-slide folder's first ``.dcm`` file that OpenSlide recognises, or None."""
+    try:
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".dcm" and p.is_file())
+    except OSError:
+        return None
+    return next((p for p in files[:1] if _openslide_detect(p) == "dicom"), None)
+
+
+def _number(text) -> float | None:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) and value > 0 else None
+
+
+def _open_openslide(path: Path, target: Path | None = None) -> Slide:
+    """Levels as dask arrays whose blocks come from ``OpenSlide.read_region`` (alpha over white).
+
+    ``target`` is the file OpenSlide opens when it differs from ``path`` (a DICOM folder's file).
+    """
     import dask.array as da
     import openslide
 
     try:
-        osr = openslide.OpenSlide(str(path))
+        osr = openslide.OpenSlide(str(target or path))
     except Exception as exc:  # noqa: BLE001
         raise SlideError(path, f"OpenSlide cannot open it: {_one_line(exc)}") from exc
     chunk = 512
+    readers = [_OpenSlideReader(osr, level) for level in range(osr.level_count)]
     levels = []
-    for level, (w, h) in enumerate(osr.level_dimensions):
-        ds = float(osr.level_downsamples[level])
+    for (w, h), reader in zip(osr.level_dimensions, readers, strict=True):
 
-        def block(x, block_info=None, level=level, ds=ds):
+        def block(x, block_info=None, reader=reader):
             (r0, r1), (c0, c1), _ = block_info[0]["array-location"]
-            img = osr.read_region((int(c0 * ds), int(r0 * ds)), level, (c1 - c0, r1 - r0))
-            rgba = np.asarray(img, dtype=np.uint8)
-            alpha = rgba[..., 3:4].astype(np.uint16)
-            rgb = (rgba[..., :3] * alpha + 255 * (255 - alpha)) // 255
-            return rgb.astype(np.uint8)
+            return reader.read(r0, r1, c0, c1)
 
         zeros = da.zeros((h, w, 3), dtype=np.uint8, chunks=(chunk, chunk, 3))
         levels.append(zeros.map_blocks(block, dtype=np.uint8))
-    mpp = osr.properties.get(getattr(openslide, "PROPERTY_NAME_MPP_X", "openslide.mpp-x"))
-    try:
-        mpp_value = float(mpp) if mpp else None
-    except ValueError:
-        mpp_value = None
+    props = osr.properties
     slide = Slide(
         path=path,
         levels=levels,
         downsamples=[float(d) for d in osr.level_downsamples],
-        mpp=mpp_value,
+        mpp=_number(props.get(openslide.PROPERTY_NAME_MPP_X)),
         backend="openslide",
+        vendor=props.get(openslide.PROPERTY_NAME_VENDOR),
+        objective_power=_number(props.get(openslide.PROPERTY_NAME_OBJECTIVE_POWER)),
+        _tiles=readers,
         _closers=[osr.close],
     )
     _probe(slide)
     return slide
 
 
-def open_slide(path) -> Slide:
-    """Open a slide lazily; a bad file raises ``SlideError`` naming it, in one line."""
+def _openslide_rgb(osr, level: int, top0: int, left0: int, height: int, width: int):
+    """RGB uint8 of an OpenSlide read (level-0 origin), transparent pixels as white."""
+    rgba = np.asarray(osr.read_region((left0, top0), level, (width, height)), dtype=np.uint8)
+    alpha = rgba[..., 3:4]
+    if alpha.min() == 255:
+        return np.ascontiguousarray(rgba[..., :3])
+    alpha = alpha.astype(np.uint16)
+    rgb = (rgba[..., :3] * alpha + 255 * (255 - alpha)) // 255
+    return rgb.astype(np.uint8)
+
+
+class _OpenSlideReader:
+    """``read_region`` of one level straight through OpenSlide (no dask graph per call)."""
+
+    def __init__(self, osr, level: int):
+        self.osr, self.level = osr, level
+        self.downsample = float(osr.level_downsamples[level])
+
+    def read(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        ds = self.downsample
+        return _openslide_rgb(self.osr, self.level, int(r0 * ds), int(c0 * ds), r1 - r0, c1 - c0)
+
+
+def _aperio_power(page) -> float | None:
+    """Objective power from an Aperio description's ``AppMag``."""
+    m = re.search(r"\|\s*AppMag\s*=\s*([0-9.]+)", page.description or "")
+    return _number(m.group(1)) if m else None
+
+
+def open_slide(path, backend: str | None = None) -> Slide:
+    """Open a slide lazily; a bad file raises ``SlideError`` naming it, in one line.
+
+    ``backend``: ``"tifffile"`` or ``"openslide"`` to force one; by default SVS and generic
+    pyramidal TIFF go through tifffile (faster) and every other OpenSlide format through
+    OpenSlide. A DICOM slide is opened by its folder (or any of its ``.dcm`` files).
+    """
     path = Path(path)
+    if backend not in (None, "tifffile", "openslide"):
+        raise ValueError(f"backend must be 'tifffile' or 'openslide', not {backend!r}")
     if not path.exists():
         raise SlideError(path, "no such file")
     if path.is_dir():
-        raise SlideError(path, "is a folder, not a slide file")
+        dicom = _dicom_file(path)
+        if dicom is None or backend == "tifffile":
+            raise SlideError(path, "is a folder, not a slide file (nor a DICOM slide folder)")
+        return _open_openslide(path, dicom)
     size = path.stat().st_size
     if size == 0:
         raise SlideError(path, "empty file (0 bytes)")
     if not os.access(path, os.R_OK):
         raise SlideError(path, "permission denied")
-    if _has_tiff_magic(path):
+    vendor = _openslide_detect(path)
+    if backend == "openslide":
+        if vendor is None:
+            raise SlideError(path, "OpenSlide does not recognise this file")
+        return _open_openslide(path)
+    tiff = _has_tiff_magic(path)
+    if tiff and (backend == "tifffile" or vendor in (None, *TIFFFILE_VENDORS)):
         try:
-            return _open_tifffile(path)
+            slide = _open_tifffile(path)
         except SlideError:
-            if _openslide_detect(path) is None:
+            if vendor is None or backend == "tifffile":
                 raise
             return _open_openslide(path)
-    if _openslide_detect(path) is not None:
+        slide.vendor = vendor
+        return slide
+    if backend == "tifffile":
+        raise SlideError(path, "not a TIFF/SVS file (tifffile cannot read it)")
+    if vendor is not None:
         return _open_openslide(path)
     raise SlideError(
-        path, "not a TIFF/SVS slide (and OpenSlide is not installed or does not know it)"
+        path,
+        "not a slide: neither a TIFF/SVS nor a format OpenSlide reads "
+        f"({', '.join(SLIDE_SUFFIXES)})",
     )

@@ -16,15 +16,19 @@ from napari_crystal.io.slide import (
 
 
 def get_slide_reader(path):
-    """The reader for a slide file, or ``None`` (fast) for anything else, plain TIFFs included.
+    """The reader for a slide file or DICOM slide folder, or ``None`` (fast) for anything else,
+    plain TIFFs included.
 
-    ``.svs``/``.ndpi`` files are claimed even when broken, so the user gets our one-line error.
+    Vendor-only suffixes (``.svs``, ``.ndpi``, ``.mrxs``...) are claimed even when broken, so
+    the user gets our one-line error.
     """
     if isinstance(path, (list, tuple)):
         if len(path) != 1:
             return None
         path = path[0]
     p = Path(path)
+    if p.is_dir():
+        return read_slide if is_slide(p) else None
     suffix = p.suffix.lower()
     if suffix not in SLIDE_SUFFIXES or not p.is_file():
         return None
@@ -47,6 +51,8 @@ def slide_layer(slide: Slide, name: str | None = None):
             "downsamples": list(slide.downsamples),
             "shape": list(slide.shape),
             "backend": slide.backend,
+            "vendor": slide.vendor,
+            "objective_power": slide.objective_power,
         },
     }
     return (data, meta, "image")
