@@ -32,10 +32,16 @@ class Region:
     confidence: float = 1.0
 
     def __post_init__(self) -> None:
-        self.coords = np.asarray(self.coords, dtype=np.float64).reshape(-1, 2)
-        if self.depth is None:
-            self.depth = np.zeros(len(self.coords), dtype=np.int64)
-        self.depth = np.asarray(self.depth, dtype=np.int64).reshape(-1)
+        coords, depth = self.coords, self.depth
+        # Readers pass arrays of the right kind already (a slide can have 200,000 regions).
+        if not (
+            type(coords) is np.ndarray and coords.dtype == np.float64 and coords.shape[1:] == (2,)
+        ):
+            coords = self.coords = np.asarray(coords, dtype=np.float64).reshape(-1, 2)
+        if depth is None:
+            self.depth = np.zeros(len(coords), dtype=np.int64)
+        elif not (type(depth) is np.ndarray and depth.dtype == np.int64 and depth.ndim == 1):
+            self.depth = np.asarray(depth, dtype=np.int64).reshape(-1)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Region):

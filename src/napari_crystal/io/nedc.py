@@ -13,7 +13,7 @@ import csv
 import io
 import re
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -227,8 +227,8 @@ def _parse_csv(path: Path, raw: bytes) -> Annotation:
 class _Table:
     """The data rows by column, as either parser returns them."""
 
-    heads: dict  # index, region_id, tissue, label -> their text in every row
-    confidence: Sequence[str]  # the text in every row
+    heads: dict[str, np.ndarray]  # index, region_id, tissue, label -> text (object) per row
+    confidence: np.ndarray  # the text (object) in every row
     change: np.ndarray  # the rows where a region starts, after the first
     lines: np.ndarray | None  # each row's line number; None: not known (blank lines uncounted)
     numbers: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]]  # row, column, depth
@@ -318,8 +318,10 @@ def _careful_table(path: Path, block: bytes, columns: list[str], first_line: int
     keys = list(zip(*(by_name[name] for name in _HEAD), strict=True))
     change = [k for k in range(1, len(keys)) if keys[k] != keys[k - 1]]
 
-    def text(name: str) -> list[str]:
-        return [raw.decode("utf-8", errors="replace") for raw in by_name[name]]
+    def text(name: str) -> np.ndarray:
+        values = np.empty(len(rows), dtype=object)
+        values[:] = [raw.decode("utf-8", errors="replace") for raw in by_name[name]]
+        return values
 
     def integers(name: str) -> np.ndarray:
         return np.array(
@@ -372,18 +374,22 @@ def _annotation(path: Path, table: _Table, fields: dict) -> Annotation:
         return None if lines is None else int(lines[row])
 
     starts = rstart.tolist()
-    index, region_id = [], []
-    for k in starts:
-        for name, values in (("index", index), ("region_id", region_id)):
-            text = table.heads[name][k]
-            try:
-                values.append(int(text))
-            except ValueError:
-                raise AnnotationError(
-                    path, f"{name} {text!r} is not an integer", line_of(k)
-                ) from None
-    labels = [table.heads["label"][k] for k in starts]
-    tissues = [table.heads["tissue"][k] for k in starts]
+    heads = {name: values[rstart].tolist() for name, values in table.heads.items()}
+    try:
+        index = [int(text) for text in heads["index"]]
+        region_id = [int(text) for text in heads["region_id"]]
+    except ValueError:  # name the first bad value in file order
+        for k in starts:
+            for name in ("index", "region_id"):
+                text = table.heads[name][k]
+                try:
+                    int(text)
+                except ValueError:
+                    raise AnnotationError(
+                        path, f"{name} {text!r} is not an integer", line_of(k)
+                    ) from None
+        raise
+    labels, tissues = heads["label"], heads["tissue"]
     if len(set(index)) != len(index):
         previous: dict[int, int] = {}
         for r, value in enumerate(index):
@@ -420,8 +426,7 @@ def _annotation(path: Path, table: _Table, fields: dict) -> Annotation:
     )
     # Confidence is a region's value (1.0 in every file seen): taken from its first row.
     confidences = []
-    for k in starts:
-        text = table.confidence[k]
+    for k, text in zip(starts, table.confidence[rstart].tolist(), strict=True):
         try:
             confidences.append(float(text))
         except ValueError:
@@ -429,16 +434,8 @@ def _annotation(path: Path, table: _Table, fields: dict) -> Annotation:
                 path, f"confidence {text!r} is not a number", line_of(k)
             ) from None
     regions = [
-        Region(
-            index=index[r],
-            region_id=region_id[r],
-            label=labels[r],
-            tissue=tissues[r],
-            coords=coords[s:e],
-            depth=depth[s:e],
-            confidence=confidences[r],
-        )
-        for r, (s, e) in enumerate(zip(starts, rend.tolist(), strict=True))
+        Region(index[r], region_id[r], labels[r], tissues[r], coords[s:e], depth[s:e], conf)
+        for r, (s, e, conf) in enumerate(zip(starts, rend.tolist(), confidences, strict=True))
     ]
     return Annotation(regions, **fields)
 
