@@ -251,7 +251,8 @@ def rasterize_annotation(
     )
     owner = np.zeros(out_shape, dtype=np.int32)  # 1 + index of the last region covering a pixel
     paint_spans(owner, _spans(rc.reshape(-1, 2), sizes, out_shape))
-    lut = np.array([0] + [class_index(r.label) for r in ann.regions], dtype=np.uint8)
+    index = {label: class_index(label) for label in {r.label for r in ann.regions}}
+    lut = np.array([0] + [index[r.label] for r in ann.regions], dtype=np.uint8)
     return np.take(lut, owner), downsample  # take: a third of the time of lut[owner]
 
 

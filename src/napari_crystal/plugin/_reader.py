@@ -21,6 +21,10 @@ LABELS_OPACITY = 0.5
 # Above this many vertices the regions are shown as closed outlines ("path" shapes) and their
 # fill comes from the class raster: face triangulation is what makes huge layers slow.
 OUTLINE_VERTICES = 200_000
+# Above this many regions (cell-level annotations), a Shapes layer would take napari tens of
+# seconds and gigabytes (one Python object and mesh per shape): the regions come as one point
+# each, with the same features and colours, over the class raster.
+MANY_REGIONS = 20_000
 
 LayerData = tuple[Any, dict, str]
 
@@ -154,10 +158,12 @@ def annotation_layers(annotation: Annotation, name: str | None = None) -> list[L
     use_compiled_triangulation()
     regions = annotation.regions
     labels = [r.label for r in regions]
+    many = len(regions) > MANY_REGIONS
     # Above OUTLINE_VERTICES, closed outlines (their first vertex repeated) as "path" shapes.
-    data, outline = _display_data([r.coords for r in regions])
-    colours = {label: palette.rgba(label) for label in set(labels)}
-    edge = np.array([colours[label] for label in labels]).reshape(-1, 4)
+    data, outline = ([], True) if many else _display_data([r.coords for r in regions])
+    codes, names = pd.factorize(pd.Series(labels, dtype=object))
+    colours = np.array([palette.rgba(label) for label in names], dtype=np.float64)
+    edge = colours.reshape(-1, 4)[codes].reshape(-1, 4)
     face = edge.copy()
     face[:, 3] = 0.0 if outline else FACE_ALPHA
     features = pd.DataFrame(
@@ -204,7 +210,37 @@ def annotation_layers(annotation: Annotation, name: str | None = None) -> list[L
         "metadata": {**metadata, "downsample": downsample},
         "blending": "translucent",
     }
+    if many:
+        return [(raster, labels_kwargs, "labels"), _region_points(regions, shapes_kwargs)]
     return [(raster, labels_kwargs, "labels"), (data, shapes_kwargs, "shapes")]
+
+
+def _region_points(regions, shapes_kwargs: dict) -> LayerData:
+    """One point per region (its vertex mean), sized like a typical region, with the features
+    and colours the Shapes layer would have had; a warning says why (napari notification)."""
+    import warnings
+
+    sizes = np.fromiter((len(r.coords) for r in regions), dtype=np.int64, count=len(regions))
+    flat = np.concatenate([r.coords for r in regions])
+    starts = np.cumsum(sizes) - sizes
+    centres = np.add.reduceat(flat, starts) / sizes[:, None]
+    extent = np.maximum.reduceat(flat, starts) - np.minimum.reduceat(flat, starts)
+    size = max(float(np.median(extent.max(axis=1))), 1.0)
+    warnings.warn(
+        f"{len(regions):,} regions: shown as one point per region over the class raster "
+        f"(napari cannot edit that many shapes at once)",
+        stacklevel=3,
+    )
+    kwargs = {
+        "name": shapes_kwargs["name"],
+        "features": shapes_kwargs["features"],
+        "face_color": shapes_kwargs["edge_color"],
+        "border_width": 0,
+        "size": size,
+        "metadata": {**shapes_kwargs["metadata"], "regions_as_points": True},
+        "blending": "translucent",
+    }
+    return (centres, kwargs, "points")
 
 
 def _label_colormap():
