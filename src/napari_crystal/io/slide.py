@@ -555,8 +555,4 @@ def open_slide(path, backend: str | None = None) -> Slide:
         raise SlideError(path, "not a TIFF/SVS file (tifffile cannot read it)")
     if vendor is not None:
         return _open_openslide(path)
-    raise SlideError(
-        path,
-        "not a slide: neither a TIFF/SVS nor a format OpenSlide reads "
-        f"({', '.join(SLIDE_SUFFIXES)})",
-    )
+    raise SlideError(path, "not a TIFF/SVS slide, nor any format OpenSlide reads")
