@@ -227,7 +227,10 @@ def test_closing_the_widget_gives_the_number_keys_back(annotated, qtbot):
     press(viewer, qtbot, "6")  # napari's own shortcut again: pan/zoom mode
     assert layer.mode == "pan_zoom"
     assert list(layer.features["label"]) == ["dcis", "bckg"]
-    widget.native.deleteLater()
+    from qtpy.QtCore import QCoreApplication, QEvent
+
+    widget.native.deleteLater()  # out of the dock it is napari's no more: delete it now
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
 
 
 def test_save_without_slide_header_is_refused(make_napari_viewer, tmp_path, notes, fresh_settings):
@@ -270,3 +273,37 @@ def test_preferences_only_on_click_then_save_selected_layers_writes_nedc(annotat
     out = path.with_name("saved.csv")
     viewer.layers.save(str(out), selected=True)
     assert [r.label for r in read_annotation(out).regions] == ["dcis", "bckg"]
+
+
+def test_linear_text_coordinates_equal_napari_own():
+    from napari.layers import Shapes
+
+    from napari_crystal.plugin import _napari_fixes
+
+    rng = np.random.default_rng(3)
+    data = [rng.uniform(0, 100, size=(int(rng.integers(3, 9)), 2)) for _ in range(40)]
+    layer = Shapes(data, shape_type="polygon", features={"label": ["x"] * 40}, text="{label}")
+    original = Shapes.__dict__["_view_text_coords"]
+    expected = original.fget(layer)
+    if _napari_fixes.apply():  # napari still has the quadratic version
+        assert Shapes.__dict__["_view_text_coords"].fget is _napari_fixes._view_text_coords
+    got = _napari_fixes._view_text_coords(layer)
+    np.testing.assert_allclose(got[0], expected[0])
+    assert got[1:] == expected[1:]
+    np.testing.assert_allclose(layer._view_text_coords[0], expected[0])
+
+
+def test_class_names_hidden_on_large_layers(make_napari_viewer, fresh_settings):
+    viewer = make_napari_viewer()
+    square = np.array([[0, 0], [0, 4], [4, 4], [4, 0]], float)
+    n = annotate_widget.TEXT_LIMIT + 1
+    layer = viewer.add_shapes(
+        [square + 10 * i for i in range(n)],
+        shape_type="polygon",
+        features={"label": ["dcis"] * n, "region_id": np.arange(1, n + 1)},
+        text="{label}",
+    )
+    widget = AnnotateWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    assert widget.layer is layer and not layer.text.visible
+    assert "Class names hidden above 1,000 regions" in widget.hint.value

@@ -37,3 +37,27 @@ class FixedRadioButtons(RadioButtons):
         """Fill the buttons once; later resets have nothing to refresh."""
         if not self.choices:
             super().reset_choices()
+
+
+def scroll_body(outer: Container, widgets, labels: bool = True) -> Container:
+    """Put ``widgets`` in a vertical scroll area that fills ``outer``, and return their container.
+
+    napari docks ``outer.native`` and adds no scrolling (magicgui's ``scrollable=True`` leaves
+    its scroll area outside the dock), so a tall widget would set the window's minimum height;
+    this way a dock shrinks to a few rows and scrolls. The body stays one of ``outer``'s
+    widgets, so napari's ``reset_choices`` still reaches its layer boxes.
+    """
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QFrame, QScrollArea
+
+    body = Container(widgets=widgets, labels=labels)
+    outer.append(body)
+    area = QScrollArea(outer.native)
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    area.setWidget(body.native)  # out of outer's layout, into the area
+    layout = outer.native.layout()
+    layout.setContentsMargins(0, 0, 0, 0)
+    layout.addWidget(area)
+    return body

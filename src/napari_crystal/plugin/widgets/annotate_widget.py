@@ -23,8 +23,9 @@ from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableView, QVBoxLayo
 from napari_crystal import annotate, palette
 from napari_crystal.errors import CrystalError
 from napari_crystal.io.nedc import write_annotation
-from napari_crystal.plugin import _preferences
+from napari_crystal.plugin import _napari_fixes, _preferences
 from napari_crystal.plugin._reader import FACE_ALPHA
+from napari_crystal.plugin.widgets._ui import scroll_body
 
 __all__ = ["AnnotateWidget", "is_annotation_layer", "relabel"]
 
@@ -32,6 +33,10 @@ DRAW_MODES = {"add_polygon", "add_polygon_lasso", "add_rectangle", "add_ellipse"
 REFRESH_MS = 150  # counts and measurements follow edits at most this often
 HEADER_KEYS = ("mpp", "width", "height")
 SAVE_SUFFIXES = (".csv", ".xml", ".geojson", ".json")
+# Above this many regions the class names are hidden (unreadable, and napari recomputes every
+# name's position on each recolour); colours and the class list show the class, and the
+# layer controls' "display text" brings the names back.
+TEXT_LIMIT = 1_000
 
 
 def _unwrap(obj: Any) -> Any:
@@ -53,13 +58,14 @@ def is_annotation_layer(layer) -> bool:
 
 def _face_alpha(layer) -> float:
     """The face opacity the layer's shapes use (outline layers have none)."""
-    if len(layer.data) and len(layer.face_color):
+    if layer.nshapes and len(layer.face_color):
         return float(layer.face_color[0][3])
     return FACE_ALPHA
 
 
 def _paint(layer, indices: np.ndarray, labels) -> None:
-    """Edge and face colours of ``indices`` from the palette, in one batched update."""
+    """Edge and face colours of ``indices`` from the palette in one batched update, then one
+    colour event (napari redraws colours and text together on it)."""
     if not len(indices):
         return
     edge = annotate.class_colours(labels)
@@ -68,7 +74,6 @@ def _paint(layer, indices: np.ndarray, labels) -> None:
     with view.batched_updates():
         view.update_edge_colors(indices, edge)
         view.update_face_colors(indices, face)
-    layer.events.edge_color()
     layer.events.face_color()
 
 
@@ -79,8 +84,9 @@ def relabel(layer, indices, label: str) -> None:
         return
     features = layer.features
     features.iloc[indices, features.columns.get_loc("label")] = label
+    with layer.text.events.blocker_all():  # the colour event below redraws the text too
+        layer.refresh_text()
     _paint(layer, indices, [label] * len(indices))
-    layer.refresh_text()
     layer.events.features()
 
 
@@ -88,7 +94,7 @@ def _prepare(layer, viewer) -> None:
     """Make a Shapes layer an annotation layer: label/region_id features, unique ids, palette
     colours, the label as text, and the slide's header when it has none."""
     features = layer.features.copy()
-    n = len(layer.data)
+    n = layer.nshapes
     if "label" not in features.columns:
         features["label"] = pd.Series([palette.UNKNOWN] * n, dtype=object)
     if "region_id" not in features.columns:
@@ -103,6 +109,8 @@ def _prepare(layer, viewer) -> None:
         _paint(layer, np.arange(n), features["label"].astype(str).tolist())
     if getattr(layer.text.string, "format", None) != "{label}":
         layer.text = {"string": "{label}", "color": "white", "size": 10, "anchor": "center"}
+    if n > TEXT_LIMIT and layer.text.visible:
+        layer.text.visible = False
     meta = layer.metadata
     if any(meta.get(k) is None for k in HEADER_KEYS):
         slide = _slide_header(viewer)
@@ -247,7 +255,8 @@ class AnnotateWidget(Container):
     """Class palette with keys, colours and counts; measurements; save; napari preferences."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer):  # noqa: F821
-        super().__init__(labels=False, scrollable=True)
+        super().__init__(labels=False)
+        _napari_fixes.apply()  # relabelling thousands of shapes must not cost seconds
         self.viewer = napari_viewer
         self.keys = annotate.class_keys()
         self.current = self.keys["1"]
@@ -299,7 +308,8 @@ class AnnotateWidget(Container):
         save_row = Container(
             widgets=[self.path, self.save_button], layout="horizontal", labels=False
         )
-        self.extend(
+        self.body = scroll_body(
+            self,
             [
                 self.layer_box,
                 Label(value="Classes (click a row, or press its key, to label the selection)"),
@@ -309,7 +319,7 @@ class AnnotateWidget(Container):
                 self.table_holder,
                 save_row,
                 self.prefer_button,
-            ]
+            ],
         )
         self.layer_box.changed.connect(self._layer_chosen)
         layers = _unwrap(self.viewer).layers
@@ -418,7 +428,7 @@ class AnnotateWidget(Container):
         self.layer = layer
         if layer is not None:
             _prepare(layer, _unwrap(self.viewer))
-            self._count_before = len(layer.data)
+            self._count_before = layer.nshapes
             layer.events.data.connect(self._data_changed)
             layer.events.features.connect(self._schedule)
             self._set_current(self.current)
@@ -480,9 +490,9 @@ class AnnotateWidget(Container):
         layer = self.layer
         action = str(getattr(event, "action", ""))
         if action.endswith("adding"):
-            self._count_before = len(layer.data)
+            self._count_before = layer.nshapes
             return
-        n = len(layer.data)
+        n = layer.nshapes
         if action.endswith("added") and n > self._count_before:
             new = np.arange(self._count_before, n)
             features = layer.features
@@ -491,8 +501,9 @@ class AnnotateWidget(Container):
             for i in new:  # a new shape's default id is a copy of another's
                 ids[i] = None
             features["region_id"] = annotate.assign_region_ids(ids)
+            with layer.text.events.blocker_all():
+                layer.refresh_text()
             _paint(layer, new, [self.current] * len(new))
-            layer.refresh_text()
         self._count_before = n
         self._schedule()
 
@@ -526,7 +537,7 @@ class AnnotateWidget(Container):
     def measurements(self) -> pd.DataFrame:
         """The measurement table of the current layer (level-0 pixels through its scale)."""
         layer = self.layer
-        if layer is None or not len(layer.data):
+        if layer is None or not layer.nshapes:
             return pd.DataFrame(columns=[HEADINGS[c] for c in annotate.MEASUREMENT_COLUMNS])
         scale = np.asarray(layer.scale[-2:], dtype=float)
         coords = [np.asarray(d, dtype=float)[:, -2:] * scale for d in layer.data]
@@ -549,6 +560,10 @@ class AnnotateWidget(Container):
             return
         key = annotate.key_of(self.current, self.keys)
         text = f"New shapes: {self.current}" + (f" (key {key})" if key else "")
+        if not self.layer.text.visible and self.layer.nshapes > TEXT_LIMIT:
+            text += (
+                f". Class names hidden above {TEXT_LIMIT:,} regions ('display text' shows them)"
+            )
         if not _preferences.is_preferred():
             text += (
                 ". File > Save Selected Layers as .csv uses napari's Shapes CSV (no labels) "
@@ -563,9 +578,9 @@ class AnnotateWidget(Container):
     def go_to(self, row: int) -> None:
         """Select shape ``row`` of the layer and centre and zoom the view on it."""
         layer, viewer = self.layer, _unwrap(self.viewer)
-        if layer is None or not 0 <= row < len(layer.data):
+        if layer is None or not 0 <= row < layer.nshapes:
             return
-        world = np.asarray([layer.data_to_world(v) for v in np.asarray(layer.data[row])])
+        world = np.asarray([layer.data_to_world(v) for v in layer._data_view.shapes[row].data])
         canvas = getattr(viewer, "canvas", None)  # napari >= 0.9
         size = getattr(canvas, "size", None) or getattr(viewer, "_canvas_size", (600, 800))
         centre, zoom = annotate.view_for(world[:, -2:], tuple(size[-2:]))
@@ -598,7 +613,7 @@ class AnnotateWidget(Container):
             show_error(f"napari-crystal: not saved: {exc.strerror or exc} ({_short(path)})")
             return None
         layer.metadata["source"] = str(written)
-        show_info(f"napari-crystal: saved {len(layer.data)} regions to {_short(written)}")
+        show_info(f"napari-crystal: saved {layer.nshapes} regions to {_short(written)}")
         return written
 
     def make_preferred(self, *_) -> None:
