@@ -307,3 +307,7 @@ def test_class_names_hidden_on_large_layers(make_napari_viewer, fresh_settings):
     viewer.window.add_dock_widget(widget)
     assert widget.layer is layer and not layer.text.visible
     assert "Class names hidden above 1,000 regions" in widget.hint.value
+    layer.selected_data = {3}
+    annotate_widget.relabel(layer, layer.selected_data, "indc")
+    layer.text.visible = True  # hidden names were left stale, and come back right
+    assert layer.text.values[3] == "indc" and layer.text.values[2] == "dcis"

@@ -77,6 +77,16 @@ def _paint(layer, indices: np.ndarray, labels) -> None:
     layer.events.face_color()
 
 
+def _refresh_names(layer) -> None:
+    """Class names from the features again, without a text event (the colour event that
+    follows redraws them); hidden names are only marked stale and made when shown."""
+    if layer.text.visible:
+        with layer.text.events.blocker_all():
+            layer.refresh_text()
+    else:
+        layer.text.string._clear()  # napari recomputes cleared names when it next shows them
+
+
 def relabel(layer, indices, label: str) -> None:
     """Give shapes ``indices`` of an annotation layer the class ``label``: feature, colours, text."""
     indices = np.asarray(sorted(int(i) for i in indices), dtype=np.int64)
@@ -84,8 +94,7 @@ def relabel(layer, indices, label: str) -> None:
         return
     features = layer.features
     features.iloc[indices, features.columns.get_loc("label")] = label
-    with layer.text.events.blocker_all():  # the colour event below redraws the text too
-        layer.refresh_text()
+    _refresh_names(layer)
     _paint(layer, indices, [label] * len(indices))
     layer.events.features()
 
@@ -501,8 +510,7 @@ class AnnotateWidget(Container):
             for i in new:  # a new shape's default id is a copy of another's
                 ids[i] = None
             features["region_id"] = annotate.assign_region_ids(ids)
-            with layer.text.events.blocker_all():
-                layer.refresh_text()
+            _refresh_names(layer)
             _paint(layer, new, [self.current] * len(new))
         self._count_before = n
         self._schedule()
