@@ -25,7 +25,7 @@ from napari_crystal.errors import CrystalError
 from napari_crystal.io.nedc import write_annotation
 from napari_crystal.plugin import _napari_fixes, _preferences
 from napari_crystal.plugin._reader import FACE_ALPHA
-from napari_crystal.plugin.widgets._ui import scroll_body
+from napari_crystal.plugin.widgets._ui import scroll_body, wrapped
 
 __all__ = ["AnnotateWidget", "is_annotation_layer", "relabel"]
 
@@ -297,7 +297,9 @@ class AnnotateWidget(Container):
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.verticalHeader().setVisible(False)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.table.horizontalHeader().setSectionResizeMode(
+            QHeaderView.ResizeMode.ResizeToContents
+        )
         self.table.setMinimumHeight(160)
         self.table.clicked.connect(self._row_clicked)
         layout = self.table_holder.native.layout()
@@ -305,29 +307,29 @@ class AnnotateWidget(Container):
             layout = QVBoxLayout(self.table_holder.native)
         layout.addWidget(self.table)
 
-        self.path = FileEdit(mode="w", label="File", filter="*.csv *.xml *.geojson")
+        self.path = FileEdit(mode="w", label="Save to", filter="*.csv *.xml *.geojson")
         self.save_button = PushButton(text="Save")
         self.save_button.changed.connect(self.save)
-        self.prefer_button = PushButton(text="Open .svs and save .csv with napari-crystal")
+        self.prefer_button = PushButton(text="Use napari-crystal for .svs and .csv")
         self.prefer_button.tooltip = (
             "Sets napari's own extension preferences (Preferences > Plugins): .svs files open "
             "with napari-crystal, Shapes saved as .csv become NEDC annotations"
         )
         self.prefer_button.changed.connect(self.make_preferred)
         save_row = Container(
-            widgets=[self.path, self.save_button], layout="horizontal", labels=False
+            widgets=[self.save_button, self.prefer_button], layout="horizontal", labels=False
         )
         self.body = scroll_body(
             self,
             [
                 self.layer_box,
-                Label(value="Classes (click a row, or press its key, to label the selection)"),
+                wrapped(Label(value="Classes: press the key or click the row to label the selection")),
                 self.classes,
                 self.hint,
-                Label(value="Regions (click a row to go to it)"),
+                wrapped(Label(value="Regions: click a row to go to it")),
                 self.table_holder,
+                self.path,
                 save_row,
-                self.prefer_button,
             ],
         )
         self.layer_box.changed.connect(self._layer_chosen)
@@ -538,6 +540,7 @@ class AnnotateWidget(Container):
                 item.setBackground(colour)
                 item.setForeground(QColor("black"))
         native.resizeColumnsToContents()
+        native.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
         self._mark_current()
         self._model.set_frame(self.measurements())
         self._update_hint()
