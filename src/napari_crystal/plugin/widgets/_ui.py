@@ -51,6 +51,7 @@ def scroll_body(outer: Container, widgets, labels: bool = True) -> Container:
     from qtpy.QtWidgets import QFrame, QScrollArea
 
     body = Container(widgets=widgets, labels=labels)
+    outer.labels = False  # the body carries the labels; outer holds only the scroll area
     outer.append(body)
     area = QScrollArea(outer.native)
     area.setWidgetResizable(True)

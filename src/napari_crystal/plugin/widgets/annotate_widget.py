@@ -22,7 +22,7 @@ from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableView, QVBoxLayo
 
 from napari_crystal import annotate, palette
 from napari_crystal.errors import CrystalError
-from napari_crystal.io.nedc import write_annotation
+from napari_crystal.io import write_annotation
 from napari_crystal.plugin import _napari_fixes, _preferences
 from napari_crystal.plugin._reader import FACE_ALPHA
 from napari_crystal.plugin.widgets._ui import scroll_body, wrapped
@@ -184,14 +184,7 @@ def save_layer(layer, path: Path) -> Path:
     ann = shapes_annotation(layer)
     if not ann.bname:
         ann.bname = path.stem
-    if suffix in (".geojson", ".json"):
-        try:
-            from napari_crystal.io import geojson
-        except ImportError:
-            raise CrystalError(path, "GeoJSON is not available in this version") from None
-        geojson.write_geojson(ann, path)
-    else:
-        write_annotation(ann, path)
+    write_annotation(ann, path)  # the format from the suffix (GeoJSON where io supports it)
     return path
 
 
@@ -297,9 +290,7 @@ class AnnotateWidget(Container):
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.verticalHeader().setVisible(False)
-        self.table.horizontalHeader().setSectionResizeMode(
-            QHeaderView.ResizeMode.ResizeToContents
-        )
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.table.setMinimumHeight(160)
         self.table.clicked.connect(self._row_clicked)
         layout = self.table_holder.native.layout()
@@ -323,7 +314,9 @@ class AnnotateWidget(Container):
             self,
             [
                 self.layer_box,
-                wrapped(Label(value="Classes: press the key or click the row to label the selection")),
+                wrapped(
+                    Label(value="Classes: press the key or click the row to label the selection")
+                ),
                 self.classes,
                 self.hint,
                 wrapped(Label(value="Regions: click a row to go to it")),

@@ -40,7 +40,7 @@ from napari_crystal.plugin.widgets._layers import (
     slide_shape,
 )
 from napari_crystal.plugin.widgets._runner import Runner
-from napari_crystal.plugin.widgets._ui import FixedRadioButtons
+from napari_crystal.plugin.widgets._ui import FixedRadioButtons, scroll_body
 from napari_crystal.plugin.widgets.overlay import add_overlay_layers
 from napari_crystal.reports import comparison_text
 
@@ -110,14 +110,16 @@ class EvaluateWidget(Container):
             self.model, self.model_b, self.source, self.dataset, self.slide, self.annotation_layer,
             self.patches, self.frame, self.window, self.threshold,
         ]  # fmt: skip
-        super().__init__(
-            widgets=[
+        super().__init__()
+        self.body = scroll_body(
+            self,
+            [
                 *inputs, self.run_button, self.cancel_button, self.bar, self.summary,
                 self.comparison, self.which, self.table, self.out, self.export_button,
                 self.overlay_button,
-            ]
+            ],
         )  # fmt: skip
-        self.native.layout().addWidget(self.canvas)
+        self.body.native.layout().addWidget(self.canvas)
         self.runner = Runner(
             self.bar,
             [*inputs, self.run_button, self.export_button, self.overlay_button, self.which],

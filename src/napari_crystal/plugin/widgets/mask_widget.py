@@ -43,7 +43,7 @@ from napari_crystal.plugin.widgets._layers import (
     slide_path,
 )
 from napari_crystal.plugin.widgets._runner import Runner
-from napari_crystal.plugin.widgets._ui import count_table, job_row, wrapped
+from napari_crystal.plugin.widgets._ui import count_table, job_row, scroll_body, wrapped
 
 if TYPE_CHECKING:
     import napari
@@ -164,7 +164,8 @@ class MaskWidget(Container):
         self.status = wrapped(Label(value=""))
         self.counts = count_table({"class": [], "masks": [], "meaning": []})
         self.save_button = PushButton(text="Save dataset")
-        self.extend(
+        self.body = scroll_body(
+            self,
             [
                 self.source,
                 self.image,
@@ -180,7 +181,7 @@ class MaskWidget(Container):
                 self.counts,
                 self.out,
                 self.save_button,
-            ]  # fmt: skip
+            ],  # fmt: skip
         )
         controls = [
             self.source, self.image, self.shapes, self.corpus, self.split, self.method,

@@ -25,7 +25,7 @@ from magicgui.widgets import (
 
 from napari_crystal import palette
 from napari_crystal.plugin.widgets._runner import Runner
-from napari_crystal.plugin.widgets._ui import job_row, wrapped
+from napari_crystal.plugin.widgets._ui import job_row, scroll_body, wrapped
 from napari_crystal.slidemap import PRESETS, LoadedMap, load_slide_map, predict_slide_map
 
 if TYPE_CHECKING:
@@ -77,9 +77,10 @@ class PredictWidget(Container):
         self.preset.changed.connect(self._preset_changed)
         self.opacity.changed.connect(self._opacity_changed)
         self.button.changed.connect(self.run)
-        self.extend(
+        self.body = scroll_body(
+            self,
             [self.slide, self.model, self.out, self.preset, self.frame, self.window,
-             self.opacity, self.button, job_row(self.bar, self.cancel), self.info]
+             self.opacity, self.button, job_row(self.bar, self.cancel), self.info],
         )  # fmt: skip
         viewer.mouse_move_callbacks.append(self._hover)
 

@@ -32,7 +32,7 @@ from napari_crystal.errors import Cancelled, CrystalError, DatasetError, ModelEr
 from napari_crystal.experiment import train_on_dataset
 from napari_crystal.plugin.widgets._layers import mask_dataset
 from napari_crystal.plugin.widgets._runner import Runner, collection_paused
-from napari_crystal.plugin.widgets._ui import count_table, job_row, wrapped
+from napari_crystal.plugin.widgets._ui import count_table, job_row, scroll_body, wrapped
 from napari_crystal.plugin.widgets.mask_widget import PROGRESS_S
 from napari_crystal.training import CRYSTAL_MODES, DEFAULT_PARAMS, Model, save_model
 
@@ -144,7 +144,8 @@ class TrainWidget(Container):
             self.source, self.dataset_path, self.crystals, *self._params, self.n_jobs,
             self.out, self.run_button,
         ]  # fmt: skip
-        self.extend(
+        self.body = scroll_body(
+            self,
             [
                 self.source,
                 self.dataset_path,
@@ -158,7 +159,7 @@ class TrainWidget(Container):
                 job_row(self.bar, self.cancel_button),
                 self.status,
                 self.counts,
-            ]  # fmt: skip
+            ],  # fmt: skip
         )
         self.runner = Runner(self.bar, controls, self.cancel_button, min_interval=PROGRESS_S)
         self.source.changed.connect(self._on_source)
