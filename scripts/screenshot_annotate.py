@@ -61,7 +61,9 @@ def main() -> int:
         sample = sample_slide_path()
         with tempfile.TemporaryDirectory() as tmp:
             for suffix in (".svs", ".csv"):
-                shutil.copy(sample.with_suffix(suffix), Path(tmp) / sample.with_suffix(suffix).name)
+                shutil.copy(
+                    sample.with_suffix(suffix), Path(tmp) / sample.with_suffix(suffix).name
+                )
             svs = Path(tmp) / sample.name
             viewer = napari.Viewer(show=True, title="napari-crystal: annotate")
             viewer.window._qt_window.resize(1500, 950)
