@@ -11,7 +11,7 @@ pixel 0 starts at level-0 pixel ``origin`` adds ``origin`` to the translate::
                           |----+----|----+----|----+----|----+----|
     level-0 pixel         |    0    |    1    |    2    |    3    |
     raster pixel (d=2)    |         0         |         1         |
-                                    ^ centre 0.5 = (d-1)/2  ^ centre 2.5
+                                    ^ centre 0.5        ^ centre 2.5
 
 A level-0 box ``(top, left, height, width)`` is the pixels ``[top, top+height) x [left,
 left+width)``; at a level it becomes the level pixels covering it (:func:`level_box`).
