@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 import threading
 import time
@@ -27,6 +26,7 @@ from napari_crystal import palette
 from napari_crystal._atomic import atomic_path
 from napari_crystal.errors import Cancelled, ModelError, SlideError
 from napari_crystal.features import sets
+from napari_crystal.geometry import level_box
 
 PRESETS = {"nedc": (128, 256), "student": (250, 500)}
 #: A frame is predicted when at least this share of its window is tissue.
@@ -110,7 +110,7 @@ def tissue_fraction(slide, frame: int, window: int) -> np.ndarray:
     The mask's thumbnail has about two pixels per frame side (1,024 to 4,096 on the longer
     side); a slide without tissue raises `SlideError` naming it.
     """
-    from napari_crystal.patches import frame_grid
+    from napari_crystal.geometry import frame_grid
     from napari_crystal.tissue import tissue_mask
 
     n_rows, n_cols, margin = frame_grid(slide.shape, frame, window)
@@ -161,10 +161,9 @@ class _Rows:
             return self._masks(tops, lefts)
 
     def _strip(self, level: int, tops, lefts, ds: float):
-        t0 = int(math.floor(tops.min() / ds))
-        l0 = int(math.floor(lefts.min() / ds))
-        h = int(math.ceil((tops.max() + self.window) / ds)) - t0
-        w = int(math.ceil((lefts.max() + self.window) / ds)) - l0
+        top, left = tops.min(), lefts.min()
+        bottom, right = tops.max() + self.window, lefts.max() + self.window
+        t0, l0, h, w = level_box(top, left, bottom - top, right - left, ds)
         return self.slide.read_region(level, t0 * ds, l0 * ds, h, w), t0, l0
 
     def _masks(self, tops, lefts):
@@ -174,10 +173,8 @@ class _Rows:
         strip, t0, l0 = self._strip(self.level, tops, lefts, ds)
         out = np.empty((len(tops), self.width), dtype=np.float32)
         for i, (top, left) in enumerate(zip(tops, lefts, strict=True)):
-            r0, c0 = math.floor(top / ds) - t0, math.floor(left / ds) - l0
-            r1 = math.ceil((top + self.window) / ds) - t0
-            c1 = math.ceil((left + self.window) / ds) - l0
-            crop = strip[r0:r1, c0:c1]
+            r0, c0, h, w = level_box(top, left, self.window, self.window, ds)
+            crop = strip[r0 - t0 : r0 - t0 + h, c0 - l0 : c0 - l0 + w]
             mask = threshold_mask(crop, np.ones(crop.shape[:2], bool), self.channel)
             out[i] = resize_mask(mask, self.size).reshape(-1)
         return out, np.ones(len(tops), dtype=bool)
@@ -326,8 +323,8 @@ def predict_slide_map(
     """
     import joblib
 
+    from napari_crystal.geometry import frame_grid
     from napari_crystal.io.slide import open_slide
-    from napari_crystal.patches import frame_grid
     from napari_crystal.training import load_model
 
     started = time.perf_counter()

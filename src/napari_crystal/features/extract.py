@@ -112,7 +112,7 @@ def region_crop(slide, top: int, left: int, height: int, width: int, polygon, mp
 
     See `READ_RULE`. ``polygon`` (level-0 (N, 2) row/col) None means the whole box.
     """
-    from napari_crystal.masks import polygon_mask
+    from napari_crystal.geometry import level_box, polygon_mask
 
     if not slide.mpp:
         raise SlideError(slide.path, "the slide has no pixel size (MPP): features need one")
@@ -127,9 +127,7 @@ def region_crop(slide, top: int, left: int, height: int, width: int, polygon, mp
     out_w = max(1, int(round(width / d)))
     level = slide.level_for_downsample(d)
     ds = float(slide.downsamples[level])
-    lt, ll = math.floor(top / ds), math.floor(left / ds)
-    lh = max(1, math.ceil((top + out_h * d) / ds) - lt)
-    lw = max(1, math.ceil((left + out_w * d) / ds) - ll)
+    lt, ll, lh, lw = level_box(top, left, out_h * d, out_w * d, ds)
     k = d / ds
     if abs(k - round(k)) <= 0.02 * k:  # an integer factor from a level: block means, fast
         k = int(round(k))
