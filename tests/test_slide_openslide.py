@@ -228,3 +228,30 @@ def test_info_on_a_broken_slide_is_one_line_with_status_2(tmp_path, capsys):
     assert main(["info", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"napari-crystal: error: {bad}") and "\n" not in err
+
+
+def test_dataset_building_through_openslide_matches_tifffile(tmp_path):
+    """A corpus of a Philips TIFF (OpenSlide) builds the same masks as the same pixels in a
+    generic pyramidal TIFF (tifffile)."""
+    from napari_crystal.dataset import build_dataset
+    from napari_crystal.io.nedc import Annotation, Region, write_annotation
+
+    rng = np.random.default_rng(3)
+    regions = []
+    for i in range(4):
+        top, left = int(rng.integers(50, 600)), int(rng.integers(50, 1100))
+        square = [[top, left], [top, left + 300], [top + 300, left + 300], [top + 300, left]]
+        regions.append(Region(i, i + 1, ["dcis", "bckg"][i % 2], "breast", square, None))
+    ann = Annotation(regions, MPP, SHAPE[1], SHAPE[0], "scan", "breast")
+    built = {}
+    for vendor, name in (("philips", "scan.tiff"), ("generic", "scan.tif")):
+        corpus = tmp_path / vendor
+        corpus.mkdir()
+        write_tiled_pyramid(corpus / name, vendor=vendor)
+        write_annotation(ann, corpus / "scan.csv")
+        assert slide_files(corpus) == [corpus / name]
+        built[vendor] = build_dataset(corpus, None, tmp_path / f"{vendor}.zarr", size=64)
+    a, b = built["philips"], built["generic"]
+    assert len(a.table) == len(b.table) == 4
+    np.testing.assert_array_equal(np.asarray(a.packed[:]), np.asarray(b.packed[:]))
+    assert np.asarray(a.packed[:]).any()
