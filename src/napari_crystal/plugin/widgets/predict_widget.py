@@ -24,6 +24,7 @@ from magicgui.widgets import (
 )
 
 from napari_crystal import palette
+from napari_crystal.io.slide import SLIDE_SUFFIXES
 from napari_crystal.plugin.widgets._runner import Runner
 from napari_crystal.plugin.widgets._ui import job_row, scroll_body, wrapped
 from napari_crystal.slidemap import PRESETS, LoadedMap, load_slide_map, predict_slide_map
@@ -54,7 +55,9 @@ class PredictWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__(labels=True)
         self.viewer = viewer
-        self.slide = FileEdit(label="slide", filter="*.svs *.tif *.tiff *.ndpi")
+        self.slide = FileEdit(
+            label="slide", filter=" ".join(f"*{suffix}" for suffix in SLIDE_SUFFIXES)
+        )
         self.model = FileEdit(label="model", filter="*.skops")
         self.out = FileEdit(
             label="maps folder", mode="d", tooltip="default: <slide>-maps beside it"
