@@ -52,9 +52,7 @@ def main() -> int:
             viewer = napari.Viewer(show=True, title="napari-crystal: predict slide")
             viewer.window._qt_window.resize(1650, 1060)
             viewer.open(str(svs), plugin="napari-crystal")
-            for layer in viewer.layers:
-                if layer._type_string == "shapes":
-                    layer.visible = False
+            image = next(x for x in viewer.layers if x._type_string == "image")
             widget = PredictWidget(viewer)
             dock = viewer.window.add_dock_widget(widget, name="Predict slide", area="right")
             dock.setMinimumWidth(420)
@@ -63,17 +61,24 @@ def main() -> int:
             widget.run()
             wait_for_job(widget)
             loaded = widget.loaded
-            shown = "indc" if "indc" in loaded.classes else loaded.classes[0]
-            for layer in widget.layers:
-                meta = layer.metadata
-                layer.visible = meta.get("class") == shown
+            tissue = loaded.class_map > 0  # the class whose probability varies most on tissue
+            shown = max(loaded.classes, key=lambda c: loaded.probabilities[c][0][tissue].std())
+            for layer in viewer.layers:
+                layer.visible = layer in (image, *[
+                    ly for ly in widget.layers if ly.metadata.get("class") == shown
+                ])  # fmt: skip
+            viewer.layers.selection.active = next(
+                ly for ly in widget.layers if ly.metadata.get("class") == shown
+            )
+            viewer.reset_view()
             settle()
             # hover a frame where the shown class is likely
             grid = loaded.probabilities[shown][0]
             r, c = np.unravel_index(int(np.argmax(grid)), grid.shape)
             viewer.cursor.position = ((r + 0.5) * loaded.frame, (c + 0.5) * loaded.frame)
-            widget._hover(viewer, None)
-            save_screenshot(viewer, DOCS / "predict-slide.png", 0.5)
+            settle(0.5)
+            widget._hover(viewer, None)  # the frame's probabilities in the status bar
+            save_screenshot(viewer, DOCS / "predict-slide.png", 0.05)
             viewer.close()
     finally:
         if display is not None:

@@ -3,7 +3,9 @@
 The work is `slidemap.predict_slide_map` (what ``napari-crystal predict`` runs) in a `Runner`
 worker with progress and Cancel; the written maps are read back (`slidemap.load_slide_map`)
 and shown as one multiscale probability layer per class (transparent to the class colour),
-the class map, and the frame's probabilities in the status bar under the cursor.
+the class map, and the frame's probabilities in the status bar under the cursor. Each
+probability layer's contrast runs from 0 to the class's highest probability on the slide, so
+a class that is never likely still shows where it is likeliest; hover gives the values.
 """
 
 from __future__ import annotations
@@ -134,7 +136,8 @@ class PredictWidget(Container):
         for cls in loaded.classes:
             layer = self.viewer.add_image(
                 [level for level in loaded.probabilities[cls]], multiscale=True,
-                name=f"{stem} p({cls})", colormap=_colormap(cls), contrast_limits=(0, 255),
+                name=f"{stem} p({cls})", colormap=_colormap(cls),
+                contrast_limits=(0, max(1, int(loaded.probabilities[cls][0].max()))),
                 opacity=self.opacity.value, blending="translucent", scale=scale,
                 translate=translate, visible=cls == top,
                 metadata={"crystal_map": "probability", "class": cls},
