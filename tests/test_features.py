@@ -291,3 +291,26 @@ def test_colour_batch_equals_colour_per_window():
     stains = np.stack([sets.hed(w) for w in windows]).reshape(5, 81, 3)
     one = np.stack([sets.colour(w, np.ones((9, 9), bool), 1.0) for w in windows])
     assert np.allclose(sets.colour_batch(stains), one, atol=1e-9)
+
+
+def test_experiment_compares_feature_sets_with_the_mask_baseline(tiny_corpus, tmp_path, capsys):
+    import json
+
+    from napari_crystal.cli import main
+
+    out = tmp_path / "exp"
+    args = ["experiment", str(tiny_corpus), "--out", str(out), "--features", "colour,mask",
+            "--mpp", "2", "--stain", "reinhard", "--trees", "5", "--jobs", "1", "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    text = (out / "report.md").read_text()
+    assert "## Feature sets against the mask baseline" in text
+    assert "| colour | with crystals | eval |" in text and "stain reinhard" in text
+    assert "top features (with crystals): " in text
+    doc = json.loads((out / "report.json").read_text())
+    pairs = {(c["name_a"], c["name_b"]) for c in doc["comparisons"]}
+    assert ("colour with crystals", "mask with crystals") in pairs
+    assert ("colour without crystals", "mask without crystals") in pairs
+    assert ("colour with crystals", "colour without crystals") in pairs
+    assert (out / "models" / "colour-with-crystals.skops").is_file()
+    assert main(["experiment", str(tiny_corpus), "--out", str(out), "--features", "haralick"]) == 2
+    assert "unknown feature set" in capsys.readouterr().err
