@@ -314,3 +314,17 @@ def test_experiment_compares_feature_sets_with_the_mask_baseline(tiny_corpus, tm
     assert (out / "models" / "colour-with-crystals.skops").is_file()
     assert main(["experiment", str(tiny_corpus), "--out", str(out), "--features", "haralick"]) == 2
     assert "unknown feature set" in capsys.readouterr().err
+
+
+def test_colour_from_block_sums_equals_colour_per_window():
+    rng = np.random.default_rng(4)
+    img = rng.integers(0, 256, (24, 36, 3), dtype=np.uint8)
+    img[:8, :8] = 180  # a flat window
+    stains = sets.hed(img)
+    sums = sets.colour_sums(stains, 4)
+    assert sums.shape == (6, 9, 3, sets.COLOUR_BINS + 4)
+    for top, left in ((0, 0), (4, 8), (16, 28)):
+        acc = sums[top // 4 : top // 4 + 2, left // 4 : left // 4 + 2].sum(axis=(0, 1))
+        got = sets.colour_from_sums(acc[None], 64)[0]
+        want = sets.colour(img[top : top + 8, left : left + 8], np.ones((8, 8), bool), 1.0)
+        assert np.allclose(got, want, atol=1e-6), (top, left)

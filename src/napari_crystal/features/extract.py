@@ -133,7 +133,7 @@ def region_crop(slide, top: int, left: int, height: int, width: int, polygon, mp
         k = int(round(k))
         rgb = np.asarray(slide.read_region(level, top, left, out_h * k, out_w * k))[..., :3]
         if k > 1:
-            rgb = rgb.reshape(out_h, k, out_w, k, 3).mean(axis=(1, 3)).round().astype(np.uint8)
+            rgb = block_mean(rgb, k)
         d = k * ds
     else:
         rgb = np.asarray(slide.read_region(level, top, left, lh, lw))[..., :3]
@@ -148,6 +148,15 @@ def region_crop(slide, top: int, left: int, height: int, width: int, polygon, mp
     else:
         inside = polygon_mask(polygon, (out_h, out_w), top, left, d)
     return rgb, inside, float(d * slide.mpp)
+
+
+def block_mean(rgb: np.ndarray, k: int) -> np.ndarray:
+    """Mean of k x k blocks of a uint8 image (sides multiples of k), rounded half up."""
+    acc = np.zeros((rgb.shape[0] // k, rgb.shape[1] // k, rgb.shape[2]), dtype=np.uint32)
+    for i in range(k):
+        for j in range(k):
+            acc += rgb[i::k, j::k]
+    return ((acc + k * k // 2) // (k * k)).astype(np.uint8)
 
 
 def features_of_crop(spec: FeatureSpec, rgb: np.ndarray, inside: np.ndarray, um: float):

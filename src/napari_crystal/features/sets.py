@@ -180,6 +180,44 @@ def colour_batch(stains: np.ndarray) -> np.ndarray:
     )
 
 
+def colour_sums(stains: np.ndarray, cell: int) -> np.ndarray:
+    """Per ``cell`` x ``cell`` block of an (H, W, 3) rgb2hed image (sides multiples of
+    ``cell``): each channel's histogram counts and power sums 1-4, (H/cell, W/cell, 3, bins+4).
+    Sums are additive: a window made of whole blocks is the sum of its blocks (`colour_from_sums`).
+    """
+    h, w = stains.shape[0] // cell, stains.shape[1] // cell
+    out = np.empty((h, w, 3, COLOUR_BINS + 4), dtype=np.float64)
+    ids = (np.arange(h)[:, None] * w + np.arange(w)[None, :]).repeat(cell, 0).repeat(cell, 1)
+    for c in range(3):
+        v = stains[: h * cell, : w * cell, c].astype(np.float64)
+        q = quantise(v, *HED_RANGES[c], COLOUR_BINS).astype(np.intp) + COLOUR_BINS * ids
+        counts = np.bincount(q.ravel(), minlength=h * w * COLOUR_BINS)
+        out[:, :, c, :COLOUR_BINS] = counts.reshape(h, w, COLOUR_BINS)
+        p = v.copy()
+        for power in range(4):
+            out[:, :, c, COLOUR_BINS + power] = p.reshape(h, cell, w, cell).sum(axis=(1, 3))
+            if power < 3:
+                p *= v
+    return out
+
+
+def colour_from_sums(sums: np.ndarray, n: int) -> np.ndarray:
+    """`colour` of windows from their summed `colour_sums` (k, 3, bins+4) over ``n`` pixels."""
+    hist = sums[:, :, :COLOUR_BINS] / n
+    m1, m2, m3, m4 = (sums[:, :, COLOUR_BINS + i] / n for i in range(4))
+    var = np.maximum(m2 - m1 * m1, 0.0)
+    std = np.sqrt(var)
+    flat = std <= 1e-7 * np.maximum(1.0, np.abs(m1))  # constant up to rounding: moments 0
+    safe = np.where(flat, 1.0, std)
+    skew = (m3 - 3 * m1 * m2 + 2 * m1**3) / safe**3
+    kurt = (m4 - 4 * m1 * m3 + 6 * m1 * m1 * m2 - 3 * m1**4) / safe**4 - 3.0
+    skew, kurt = np.where(flat, 0.0, skew), np.where(flat, 0.0, kurt)
+    per = np.concatenate(
+        [hist, m1[..., None], std[..., None], skew[..., None], kurt[..., None]], 2
+    )
+    return per.reshape(len(sums), -1)
+
+
 # --------------------------------------------------------------------------- morphology
 
 SHAPE_NAMES = (
