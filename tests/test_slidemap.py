@@ -173,3 +173,24 @@ def test_windows_cut_from_a_strip_equal_windows_read_one_by_one(slides, models):
             rgb, inside, um = region_crop(slide, tops[i], lefts[i], 256, 256, None, rows.spec.mpp)
             want = features_of_crop(rows.spec, rgb, inside, um)
             assert np.allclose(got[i], want, atol=1e-5), i
+
+
+def test_cli_predict_many_slides_as_dask_tasks(slides, models, tmp_path, capsys):
+    import shutil
+
+    other = tmp_path / "other.svs"
+    shutil.copy(slides[0], other)
+    out = tmp_path / "many"
+    args = ["predict", str(slides[0]), str(other), str(models["colour"]), "--out", str(out),
+            "--scheduler", "threads", "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    for stem in ("half", "other"):
+        assert (out / stem / "tiles.geojson").is_file() and (out / stem / "frames.csv").is_file()
+    a = (out / "half" / "frames.csv").read_text()
+    assert a == (out / "other" / "frames.csv").read_text()  # same pixels, same maps
+    # a blank slide among them is refused before any work
+    bad = ["predict", str(slides[0]), str(slides[1]), str(models["colour"]), "--out",
+           str(tmp_path / "bad"), "--quiet"]  # fmt: skip
+    assert main(bad) == 2
+    assert "no tissue" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

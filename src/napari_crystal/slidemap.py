@@ -465,3 +465,62 @@ def load_slide_map(out) -> LoadedMap:
     probs = {c: read_probability_tiff(out / f"prob-{c}.tif") for c in classes}
     class_map = read_probability_tiff(out / "classes.tif")[0]
     return LoadedMap(classes, int(summary["frame"]), probs, class_map, summary)
+
+
+def _map_task(slide, model_path, out, frame, window, min_tissue, stain_reference, cancel):
+    """Dask task: one slide's maps (the model is loaded in the task: workers get a path)."""
+    from napari_crystal.training import load_model
+
+    model = load_model(model_path)
+    return predict_slide_map(
+        slide, model, out, frame=frame, window=window, min_tissue=min_tissue,
+        stain_reference=stain_reference, n_jobs=1, cancel=cancel,
+    ).to_dict()  # fmt: skip
+
+
+def predict_slide_maps(
+    slides,
+    model_path,
+    out,
+    *,
+    frame: int | None = None,
+    window: int | None = None,
+    min_tissue: float = MIN_TISSUE,
+    stain_reference=None,
+    scheduler=None,
+    progress: Progress = None,
+    cancel: threading.Event | None = None,
+) -> list[dict]:
+    """Maps of many slides, one dask task per slide (`parallel.run_tasks` ``scheduler``), each
+    into ``out/<slide stem>/``. Every slide and the model are checked before any work."""
+    from napari_crystal.io.slide import open_slide
+    from napari_crystal.parallel import run_tasks, scheduler_kind
+    from napari_crystal.training import load_model
+
+    slides = [Path(s) for s in slides]
+    stems = [s.stem for s in slides]
+    if len(set(stems)) != len(stems):
+        raise ValueError("two slides share a file stem: their maps would share a folder")
+    model = load_model(model_path)
+    f, w = model_frames(model, frame, window)
+    check_stain(model, stain_reference)
+    for s in slides:  # a slide without tissue stops the run before any map is written
+        with open_slide(s) as opened:
+            if not (tissue_fraction(opened, f, w) >= min_tissue).any():
+                raise SlideError(s, f"no tissue found in any {f}/{w} px frame: nothing written")
+    local = scheduler_kind(scheduler) in ("threads", "sync")
+    calls = [
+        (str(s), str(model_path), str(Path(out) / s.stem), frame, window, min_tissue,
+         stain_reference, cancel if local else None)
+        for s in slides
+    ]  # fmt: skip
+    done = [0]
+
+    def on_done(i: int) -> None:
+        done[0] += 1
+        if progress is not None:
+            progress(done[0], len(slides))
+
+    if progress is not None:
+        progress(0, len(slides))
+    return run_tasks(_map_task, calls, scheduler, on_done, cancel)

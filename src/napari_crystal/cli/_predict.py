@@ -15,7 +15,10 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "predict", help="whole-slide probability maps: a model over every tissue frame"
     )
-    p.add_argument("slide", type=Path, metavar="SLIDE")
+    p.add_argument(
+        "slides", type=Path, nargs="+", metavar="SLIDE",
+        help="one slide, or several (maps in DIR/<slide stem>/, one dask task per slide)",
+    )  # fmt: skip
     p.add_argument("model", type=Path, metavar="MODEL")
     p.add_argument("--out", type=Path, required=True, metavar="DIR")
     p.add_argument(
@@ -35,6 +38,10 @@ def register(subparsers) -> None:
     )  # fmt: skip
     p.add_argument("--chunk", type=int, default=2048, help="frames per chunk (default 2048)")
     p.add_argument("--jobs", type=int, default=-1, help="threads for the forest (default all)")
+    p.add_argument(
+        "--scheduler", default=None,
+        help="several slides: dask scheduler (threads, processes, sync or tcp://host:port)",
+    )  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_predict)
 
@@ -54,6 +61,23 @@ def run_predict(args: argparse.Namespace) -> int:
 
         stain = ((model.meta or {}).get("features") or {}).get("stain") or {}
         reference = fit_stain_on_slide(stain.get("method") or "macenko", args.stain_reference)
+    if len(args.slides) > 1:
+        from napari_crystal.slidemap import predict_slide_maps
+
+        with progress_bar("predict slides", "slide", args.quiet) as progress:
+            results = predict_slide_maps(
+                args.slides, args.model, args.out, frame=frame, window=window,
+                min_tissue=args.min_tissue, stain_reference=reference,
+                scheduler=args.scheduler, progress=progress,
+            )  # fmt: skip
+        for r in results:
+            print(
+                f"{r['slide']}: {r['n_tissue']} tissue frames of {r['n_frames']} "
+                f"({r['frame']}/{r['window']} px), {r['skipped']} skipped, {r['seconds']:.1f}s"
+            )
+        print(f"maps: {args.out}/<slide stem>/")
+        return 0
+    args.slide = args.slides[0]
     with progress_bar(f"predict {args.slide.name}", "frame", args.quiet) as progress:
         result = predict_slide_map(
             args.slide, model, args.out, frame=frame, window=window,
