@@ -19,9 +19,20 @@ class UnknownLabelWarning(UserWarning):
     """A region label outside the palette: kept as it is, because corpora grow."""
 
 
+class ConversionWarning(UserWarning):
+    """Something a file holds that the target format cannot carry, or a reader had to skip."""
+
+
 @dataclass(eq=False)
 class Region:
-    """One labelled polygon: ``coords`` (N, 2) float64 row/col level-0 pixels, ``depth`` (N,)."""
+    """One labelled polygon: ``coords`` (N, 2) float64 row/col level-0 pixels, ``depth`` (N,).
+
+    ``label`` is the class name as the source file spells it (``dcis``, ``Tumor``...);
+    ``holes`` are inner rings ((K, 2) row/col arrays); ``color`` is ``"#rrggbb"`` or None;
+    ``kind`` is the shape the source drew (``polygon``, ``rectangle``, ``ellipse``); ``extra``
+    keeps what a format carries beside the geometry (ids, measurements, names) and is not
+    compared.
+    """
 
     index: int
     region_id: int
@@ -30,6 +41,10 @@ class Region:
     coords: np.ndarray
     depth: np.ndarray
     confidence: float = 1.0
+    holes: list[np.ndarray] = field(default_factory=list)
+    color: str | None = None
+    kind: str = "polygon"
+    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         coords, depth = self.coords, self.depth
@@ -42,6 +57,8 @@ class Region:
             self.depth = np.zeros(len(coords), dtype=np.int64)
         elif not (type(depth) is np.ndarray and depth.dtype == np.int64 and depth.ndim == 1):
             self.depth = np.asarray(depth, dtype=np.int64).reshape(-1)
+        if self.holes:
+            self.holes = [np.asarray(h, dtype=np.float64).reshape(-1, 2) for h in self.holes]
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Region):
@@ -49,14 +66,17 @@ class Region:
         return (
             (self.index, self.region_id, self.label, self.tissue, self.confidence)
             == (other.index, other.region_id, other.label, other.tissue, other.confidence)
+            and (self.color, self.kind) == (other.color, other.kind)
             and np.array_equal(self.coords, other.coords)
             and np.array_equal(self.depth, other.depth)
+            and len(self.holes) == len(other.holes)
+            and all(np.array_equal(a, b) for a, b in zip(self.holes, other.holes, strict=True))
         )
 
     @property
     def area(self) -> float:
-        """Polygon area in square level-0 pixels (shoelace; closed or not)."""
-        return polygon_area(self.coords)
+        """Polygon area in square level-0 pixels (shoelace; closed or not), holes taken out."""
+        return polygon_area(self.coords) - sum(polygon_area(h) for h in self.holes)
 
     @property
     def length(self) -> float:
@@ -66,7 +86,11 @@ class Region:
 
 @dataclass
 class Annotation:
-    """A slide's regions and the header: pixel size (microns), level-0 size, base name, tissue."""
+    """A slide's regions and the header: pixel size (microns), level-0 size, base name, tissue.
+
+    ``class_colors`` maps a class name to ``"#rrggbb"`` where the source gives class colours
+    (QuPath classifications, ASAP groups, ImageScope layers).
+    """
 
     regions: list[Region] = field(default_factory=list)
     mpp: float | None = None
@@ -75,6 +99,11 @@ class Annotation:
     bname: str = ""
     tissue: str = ""
     source: str | None = field(default=None, compare=False)
+    class_colors: dict[str, str] = field(default_factory=dict)
+
+    def color_of(self, region: Region) -> str | None:
+        """The region's own colour, else its class colour, else None."""
+        return region.color or self.class_colors.get(region.label)
 
 
 def region_tissues(regions: list[Region]) -> str:

@@ -665,7 +665,18 @@ def format_xml(ann: Annotation) -> str:
         "    </Attributes>",
         "    <Regions>",
     ]
-    for r in ann.regions:
+    # Colours are ImageScope layer colours: with any, each run of regions of one class and
+    # colour is a layer (Name = class, LineColor = 0xBBGGRR), in region order.
+    colors = [ann.color_of(r) for r in ann.regions]
+    layer_of, layer_id = None, 1
+    if any(colors):
+        out[2] = _layer_open(1, ann.regions[0].label, colors[0])
+        layer_of = (ann.regions[0].label, colors[0])
+    for r, color in zip(ann.regions, colors, strict=True):
+        if layer_of is not None and (r.label, color) != layer_of:
+            layer_of, layer_id = (r.label, color), layer_id + 1
+            out += ["    </Regions>", "  </Annotation>", _layer_open(layer_id, r.label, color)]
+            out.append("    <Regions>")
         length, area = r.length, r.area
         out.append(
             f'      <Region Id="{r.region_id}" Text={quoteattr(r.label)} Length="{length:.1f}" '
@@ -684,6 +695,14 @@ def format_xml(ann: Annotation) -> str:
         out.append("      </Region>")
     out += ["    </Regions>", "  </Annotation>", "</Annotations>"]
     return "\n".join(out) + "\n"
+
+
+def _layer_open(layer_id: int, name: str, color: str | None) -> str:
+    line = f'  <Annotation Id="{layer_id}" Name={quoteattr(name)}'
+    if color:
+        h = color.lstrip("#")
+        line += f' LineColor="{int(h[0:2], 16) | int(h[2:4], 16) << 8 | int(h[4:6], 16) << 16}"'
+    return line + ">"
 
 
 def write_annotation(ann: Annotation, path: str | PathLike, fmt: str | None = None) -> Path:

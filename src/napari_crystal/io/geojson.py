@@ -1,0 +1,434 @@
+"""QuPath GeoJSON annotations, read and written.
+
+Read: a ``FeatureCollection``, a bare list of features (QuPath 0.2/0.3) or a bare geometry;
+``classification`` as ``{name, color}``, ``{name, colorRGB}`` (signed ARGB), ``{names}`` or a
+plain string; ``objectType``/``object_type`` annotation as regions (detections, cells and tiles
+only when asked); ``measurements`` as a dict or a list of ``{name, value}``; Polygon holes;
+MultiPolygon as one region per part; ``isEllipse``. Written: what QuPath >= 0.4 imports
+(FeatureCollection, UUID ids, ``objectType: annotation``, classification name and colour,
+closed rings, level-0 (x, y) pixels), plus a ``napari-crystal`` member that carries the NEDC
+fields (header, region ids, tissue, confidence, depth) so NEDC files survive the trip.
+Coordinates in files are (x, y) = (column, row); the model's are (row, column).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import uuid
+from os import PathLike
+from pathlib import Path
+
+import numpy as np
+
+from napari_crystal import palette
+from napari_crystal._atomic import atomic_write
+from napari_crystal.errors import AnnotationError
+from napari_crystal.io._common import (
+    argb_int_color,
+    check_size,
+    closed,
+    flag_self_intersecting,
+    hex_color,
+    open_vertices,
+    rgb_of,
+    warn_skipped,
+)
+from napari_crystal.io.annotation import Annotation, Region, region_tissues
+
+OWN = "napari-crystal"  # our member in written files (QuPath ignores unknown members)
+GEOMETRY_TYPES = (
+    "Polygon", "MultiPolygon", "Point", "MultiPoint", "LineString", "MultiLineString",
+    "GeometryCollection",
+)  # fmt: skip
+_TYPE = re.compile(
+    rb'"type"\s*:\s*"(FeatureCollection|Feature|Polygon|MultiPolygon|GeometryCollection)"'
+)
+_REGION_TYPES = {"annotation"}
+_OBJECT_IDS = {
+    "PathAnnotationObject": "annotation",
+    "PathDetectionObject": "detection",
+    "PathCellObject": "cell",
+    "PathTileObject": "tile",
+    "TMACoreObject": "tmaCore",
+}
+
+
+def sniff(head: bytes) -> bool:
+    """Whether the start of a file looks like GeoJSON with regions (JSON of other kinds: no)."""
+    text = head.lstrip()
+    if text[:1] not in (b"{", b"["):
+        return False
+    return _TYPE.search(text) is not None
+
+
+# --------------------------------------------------------------------------------- reading
+
+
+def read(path: str | PathLike, detections: bool = False) -> Annotation:
+    """Read a QuPath GeoJSON file; ``detections`` also reads detection/cell/tile objects."""
+    path = Path(path)
+    check_size(path)
+    data = path.read_bytes()
+    if not data.strip():
+        raise AnnotationError(path, "empty file", 1)
+    try:
+        # NaN is allowed by the parser (QuPath writes it in measurements); coordinates are
+        # checked to be finite ring by ring.
+        doc = json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise AnnotationError(path, f"not valid JSON: {exc.msg}", exc.lineno) from None
+    except (UnicodeDecodeError, RecursionError) as exc:
+        raise AnnotationError(path, f"not valid JSON: {type(exc).__name__}") from None
+    return _Reader(path, detections).document(doc)
+
+
+def _color_list(value) -> str | None:
+    if (
+        isinstance(value, list | tuple)
+        and len(value) >= 3
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value[:3])
+        and all(math.isfinite(v) for v in value[:3])
+    ):
+        return hex_color(value[:3])
+    return None
+
+
+class _Reader:
+    """Walks the parsed document; every problem names the feature it is in."""
+
+    def __init__(self, path: Path, detections: bool):
+        self.path = path
+        self.detections = detections
+        self.regions: list[Region] = []
+        self.class_colors: dict[str, str] = {}
+        self.skipped: dict[str, int] = {}
+
+    def error(self, where: str, message: str) -> AnnotationError:
+        return AnnotationError(self.path, f"{where}: {message}")
+
+    def skip(self, what: str, n: int = 1) -> None:
+        self.skipped[what] = self.skipped.get(what, 0) + n
+
+    def document(self, doc) -> Annotation:
+        header = {}
+        if isinstance(doc, list):
+            features = doc
+        elif isinstance(doc, dict):
+            kind = doc.get("type")
+            if kind == "FeatureCollection":
+                features = doc.get("features")
+                if not isinstance(features, list):
+                    raise AnnotationError(self.path, "FeatureCollection without a features list")
+                header = doc.get(OWN) if isinstance(doc.get(OWN), dict) else {}
+            elif kind == "Feature":
+                features = [doc]
+            elif kind in GEOMETRY_TYPES:
+                features = [{"type": "Feature", "geometry": doc, "properties": {}}]
+            else:
+                raise AnnotationError(
+                    self.path, f"not GeoJSON: top-level type is {str(kind)[:40]!r}"
+                )
+        else:
+            raise AnnotationError(self.path, "not GeoJSON: neither an object nor a list")
+        for k, feature in enumerate(features):
+            self.feature(k, feature)
+        if self.skipped:
+            hint = (
+                ""
+                if self.detections
+                or not any(k.startswith(("detection", "cell", "tile")) for k in self.skipped)
+                else "; read detections with detections=True"
+            )
+            warn_skipped(self.path, self.skipped, hint)
+        flag_self_intersecting(self.path, self.regions)
+        ann = Annotation(
+            self.regions,
+            mpp=_number(header.get("mpp")),
+            width=_integer(header.get("width")),
+            height=_integer(header.get("height")),
+            bname=str(header.get("bname") or self.path.stem),
+            tissue=str(header.get("tissue") or region_tissues(self.regions)),
+            class_colors=self.class_colors,
+        )
+        return ann
+
+    def classification(self, where: str, props: dict) -> tuple[str, str | None]:
+        value = props.get("classification")
+        if value is None:
+            return "", None
+        if isinstance(value, str):
+            return value, None
+        if not isinstance(value, dict):
+            raise self.error(where, "classification is neither an object nor a string")
+        name = value.get("name")
+        if name is None and isinstance(value.get("names"), list):
+            name = ": ".join(str(n) for n in value["names"])  # QuPath's derived-class name
+        name = "" if name is None else str(name)
+        color = _color_list(value.get("color"))
+        rgb = value.get("colorRGB")
+        if color is None and isinstance(rgb, int) and not isinstance(rgb, bool):
+            color = argb_int_color(rgb)
+        if color is not None and name and name not in self.class_colors:
+            if palette.COLORS.get(name) != color:  # a palette colour tells nothing new
+                self.class_colors[name] = color
+        return name, color
+
+    def feature(self, k: int, feature) -> None:
+        where = f"feature {k}"
+        if not isinstance(feature, dict):
+            raise self.error(where, "is not a JSON object")
+        if feature.get("type") in GEOMETRY_TYPES:  # a bare geometry in a list
+            feature = {"type": "Feature", "geometry": feature, "properties": {}}
+        elif feature.get("type") != "Feature":
+            raise self.error(where, f"type is {str(feature.get('type'))[:40]!r}, not 'Feature'")
+        props = feature.get("properties") or {}
+        if not isinstance(props, dict):
+            raise self.error(where, "properties is not an object")
+        kind = props.get("objectType") or props.get("object_type")
+        if kind is None:
+            kind = _OBJECT_IDS.get(str(feature.get("id")), "annotation")
+        kind = str(kind)
+        if kind not in _REGION_TYPES and not (
+            self.detections and kind in ("detection", "cell", "tile")
+        ):
+            self.skip(f"{kind} object(s)")
+            return
+        label, class_color = self.classification(where, props)
+        color = _color_list(props.get("color"))
+        established = self.class_colors.get(label) or palette.COLORS.get(label)
+        if color is None and class_color and class_color != established:
+            color = class_color  # a class colour that differs from the class's first one
+        extra: dict = {"objectType": kind}
+        fid = feature.get("id")
+        if isinstance(fid, str) and fid not in _OBJECT_IDS:
+            extra["id"] = fid
+        if isinstance(props.get("name"), str):
+            extra["name"] = props["name"]
+        measurements = props.get("measurements")
+        if measurements is not None:
+            extra["measurements"] = self.measurements(where, measurements)
+        own = props.get(OWN) if isinstance(props.get(OWN), dict) else {}
+        ellipse = props.get("isEllipse") is True
+        geometry = feature.get("geometry")
+        polygons = self.polygons(where, geometry)
+        for part, rings in enumerate(polygons):
+            shell, holes = rings[0], rings[1:]
+            region_extra = dict(extra)
+            if len(polygons) > 1:
+                region_extra["part"] = part
+                region_extra.setdefault("id", str(fid) if fid is not None else f"feature {k}")
+            self.regions.append(
+                Region(
+                    index=len(self.regions),
+                    region_id=_integer(own.get("region_id")) or len(self.regions) + 1,
+                    label=label,
+                    tissue=str(own.get("tissue") or ""),
+                    coords=shell,
+                    depth=_depth(own.get("depth"), len(shell)),
+                    confidence=_number(own.get("confidence")) or 1.0,
+                    holes=holes,
+                    color=color,
+                    kind="ellipse" if ellipse else str(own.get("kind") or "polygon"),
+                    extra=region_extra,
+                )
+            )
+
+    def measurements(self, where: str, value) -> dict:
+        if isinstance(value, dict):
+            return value
+        if isinstance(value, list):
+            out = {}
+            for m in value:
+                if not isinstance(m, dict) or "name" not in m:
+                    raise self.error(where, "measurements list entry is not {name, value}")
+                out[str(m["name"])] = m.get("value")
+            return out
+        raise self.error(where, "measurements is neither an object nor a list")
+
+    def polygons(self, where: str, geometry) -> list[list[np.ndarray]]:
+        """Each polygon of the geometry as [shell, *holes] (row, col) rings; others skipped."""
+        if geometry is None:
+            self.skip("object(s) without geometry")
+            return []
+        if not isinstance(geometry, dict):
+            raise self.error(where, "geometry is not an object")
+        kind = geometry.get("type")
+        coords = geometry.get("coordinates")
+        if kind == "Polygon":
+            return [self.polygon(where, coords)]
+        if kind == "MultiPolygon":
+            if not isinstance(coords, list):
+                raise self.error(where, "MultiPolygon coordinates are not a list of polygons")
+            return [self.polygon(f"{where} part {i}", p) for i, p in enumerate(coords)]
+        if kind == "GeometryCollection":
+            parts = geometry.get("geometries")
+            if not isinstance(parts, list):
+                raise self.error(where, "GeometryCollection without a geometries list")
+            out = []
+            for i, g in enumerate(parts):
+                out += self.polygons(f"{where} geometry {i}", g)
+            return out
+        if kind in GEOMETRY_TYPES:
+            self.skip(f"{kind}(s)")
+            return []
+        raise self.error(where, f"unknown geometry type {str(kind)[:40]!r}")
+
+    def polygon(self, where: str, rings) -> list[np.ndarray]:
+        if not isinstance(rings, list) or not rings:
+            raise self.error(where, "Polygon coordinates are not a list of rings")
+        return [
+            self.ring(where if i == 0 else f"{where} hole {i}", r) for i, r in enumerate(rings)
+        ]
+
+    def ring(self, where: str, ring) -> np.ndarray:
+        if not isinstance(ring, list):
+            raise self.error(where, "ring is not a list of [x, y] positions")
+        try:
+            xy = np.array(ring, dtype=np.float64)
+        except (ValueError, TypeError):
+            xy = None
+        if xy is None or xy.ndim != 2 or xy.shape[1] not in (2, 3):
+            raise self.error(where, "ring is not a list of [x, y] positions")
+        if not np.isfinite(xy).all():
+            raise self.error(where, "coordinates are not finite (NaN or infinity)")
+        rc = xy[:, 1::-1].copy()  # (x, y[, z]) -> (row, col)
+        if open_vertices(rc) < 3:
+            raise self.error(where, f"ring has {open_vertices(rc)} point(s): 3 or more needed")
+        return rc
+
+
+def _number(value) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _integer(value) -> int | None:
+    number = _number(value)
+    return None if number is None or number != int(number) else int(number)
+
+
+def _finite_or_not_number(value) -> bool:
+    return not isinstance(value, float) or math.isfinite(value)
+
+
+def _depth(value, n: int) -> np.ndarray:
+    if isinstance(value, list) and len(value) == n:
+        try:
+            return np.asarray(value, dtype=np.int64)
+        except (TypeError, ValueError, OverflowError):
+            pass
+    depth = _integer(value) or 0
+    return np.full(n, depth, dtype=np.int64)
+
+
+# --------------------------------------------------------------------------------- writing
+
+
+def _xy(rc: np.ndarray) -> list:
+    """A closed (x, y) ring as JSON lists, integers where every value is one."""
+    ring = closed(rc)[:, ::-1]
+    if np.array_equal(ring, np.round(ring)) and np.abs(ring).max(initial=0) < 2**53:
+        return ring.astype(np.int64).tolist()
+    return ring.tolist()
+
+
+def _uuid(value) -> str:
+    try:
+        return str(uuid.UUID(str(value)))
+    except ValueError:
+        return str(uuid.uuid4())
+
+
+def features(ann: Annotation) -> list[dict]:
+    """The QuPath features of an annotation; MultiPolygon parts read from one file are joined
+    back into one feature."""
+    out: list[dict] = []
+    groups: list[list[Region]] = []
+    for r in ann.regions:
+        prev = groups[-1][-1] if groups else None
+        if (
+            prev is not None
+            and "part" in r.extra
+            and "part" in prev.extra
+            and r.extra.get("id") == prev.extra.get("id")
+            and r.label == prev.label
+        ):
+            groups[-1].append(r)
+        else:
+            groups.append([r])
+    for group in groups:
+        r = group[0]
+        class_color = (
+            ann.class_colors.get(r.label)
+            or r.color
+            or (palette.COLORS[r.label] if r.label in palette.COLORS else None)
+        )
+        props: dict = {"objectType": "annotation"}
+        if r.label:
+            props["classification"] = {
+                "name": r.label,
+                "color": rgb_of(class_color or palette.COLORS[palette.UNKNOWN]),
+            }
+        if r.color and r.color != class_color:
+            props["color"] = rgb_of(r.color)
+        if "name" in r.extra:
+            props["name"] = r.extra["name"]
+        if r.kind == "ellipse":
+            props["isEllipse"] = True
+        if isinstance(r.extra.get("measurements"), dict):
+            props["measurements"] = {
+                str(k): v if _finite_or_not_number(v) else None
+                for k, v in r.extra["measurements"].items()
+            }
+        depth = r.depth.tolist()
+        own: dict = {"region_id": r.region_id, "tissue": r.tissue, "confidence": r.confidence}
+        own["depth"] = depth[0] if depth and depth.count(depth[0]) == len(depth) else depth
+        if r.kind not in ("polygon", "ellipse"):
+            own["kind"] = r.kind
+        props[OWN] = own
+        polygons = [[_xy(g.coords)] + [_xy(h) for h in g.holes] for g in group]
+        geometry = (
+            {"type": "Polygon", "coordinates": polygons[0]}
+            if len(polygons) == 1
+            else {"type": "MultiPolygon", "coordinates": polygons}
+        )
+        out.append(
+            {
+                "type": "Feature",
+                "id": _uuid(r.extra.get("id")),
+                "geometry": geometry,
+                "properties": props,
+            }
+        )
+    return out
+
+
+def format_geojson(ann: Annotation) -> str:
+    """The GeoJSON text of an annotation (one line per feature)."""
+    header = {
+        "mpp": ann.mpp,
+        "width": ann.width,
+        "height": ann.height,
+        "bname": ann.bname,
+        "tissue": ann.tissue,
+    }
+    lines = [json.dumps(f, separators=(",", ":"), allow_nan=False) for f in features(ann)]
+    body = ",\n".join(lines)
+    return (
+        '{"type":"FeatureCollection",'
+        f'"{OWN}":{json.dumps(header, allow_nan=False)},\n"features":[\n{body}\n]}}\n'
+    )
+
+
+def write(ann: Annotation, path: str | PathLike) -> Path:
+    """Write the annotation as QuPath GeoJSON, atomically."""
+    path = Path(path)
+    try:
+        text = format_geojson(ann)
+    except ValueError as exc:  # NaN or infinity somewhere
+        raise AnnotationError(path, f"cannot write: {exc}") from None
+    atomic_write(path, text.encode("utf-8"), make_parents=False)
+    return path
