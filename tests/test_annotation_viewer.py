@@ -138,8 +138,11 @@ def test_shapes_to_annotation_without_metadata_or_labels():
     square = [np.array([[0.0, 0.0], [0.0, 5.0], [5.0, 5.0], [5.0, 0.0]])]
     with pytest.raises(AnnotationError, match="no 'label' feature"):
         shapes_to_annotation(square, {}, {}, ["polygon"])
-    with pytest.raises(AnnotationError, match="ellipse"):
-        shapes_to_annotation(square, {"label": ["dcis"]}, {}, ["ellipse"])
+    with pytest.raises(AnnotationError, match="shape 0 is a line"):
+        shapes_to_annotation(square, {"label": ["dcis"]}, {}, ["line"])
+    ellipse = shapes_to_annotation(square, {"label": ["dcis"]}, {}, ["ellipse"], False)
+    assert ellipse.regions[0].kind == "ellipse" and len(ellipse.regions[0].coords) == 129
+    assert ellipse.regions[0].area == pytest.approx(np.pi * 2.5 * 2.5, rel=0.01)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ann = shapes_to_annotation(square, {"label": ["dcis"]}, {}, "polygon")

@@ -44,7 +44,7 @@ def test_convert_round_trip(tmp_path, capsys):
         ("# version = csv_v1.0.0\n# no equals\n", ["info"], "bad.csv:2: header line without '='"),
         ("# version = csv_v9\n", ["convert"], "bad.csv:1: first line must be"),
         (None, ["info"], "missing.csv: No such file or directory"),
-        ("", ["convert", "--to-txt"], "out.txt: output must end in .csv or .xml"),
+        ("", ["convert", "--to-txt"], "out.txt: output must end in .csv, .xml, .geojson or .json"),
     ],
 )
 def test_bad_input_is_one_line_with_status_2(tmp_path, capsys, content, args, expected):

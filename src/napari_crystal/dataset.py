@@ -329,9 +329,15 @@ def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
 
 
-def _plan(folder: Path, size: int):
-    """Read every annotation and slide header up front: bad input fails before any mask work."""
-    from napari_crystal.io.nedc import find_annotation, read_annotation
+def _plan(folder: Path, size: int, labels=None):
+    """Read every annotation and slide header up front: bad input fails before any mask work.
+
+    ``labels``: a label map (mapping or CSV path) applied to every annotation.
+    """
+    from napari_crystal.io.formats import find_annotation, read_annotation, read_label_map
+
+    if isinstance(labels, str | Path):
+        labels = read_label_map(labels)
 
     if not folder.is_dir():
         raise DatasetError(folder, "no such corpus folder")
@@ -349,7 +355,7 @@ def _plan(folder: Path, size: int):
             raise DatasetError(slide, "no annotation (.csv or .xml with the same stem) beside it")
     plan = []
     for slide, ann_path in zip(slides, found, strict=True):
-        annotation = read_annotation(ann_path)
+        annotation = read_annotation(ann_path, labels=labels)
         table = _region_patches(slide, annotation, size)
         plan.append((slide.resolve(), Path(ann_path), annotation, table))
     if sum(len(t) for *_, t in plan) == 0:
@@ -409,6 +415,7 @@ def build_dataset(
     cancel: threading.Event | None = None,
     channel: str = "grey",
     chunk: int = 64,
+    labels=None,
 ) -> Dataset:
     """Masks of every annotated region of ``corpus/split``, saved at ``out`` and returned.
 
@@ -417,7 +424,8 @@ def build_dataset(
     or a ``Client`` (workers must see the corpus and ``out``'s folder). Results are identical
     whatever the scheduler. Finished chunks stay in ``<out>.work/`` until the dataset is saved,
     so a rerun resumes; a rerun with unchanged inputs (slide and annotation sizes and mtimes,
-    method, size, channel, format) returns the saved dataset without work.
+    method, size, channel, format) returns the saved dataset without work. ``labels`` is a
+    label map (mapping, or a mapping CSV's path) for annotations with foreign class names.
     """
     _check_format(method, size, channel)
     kind = scheduler_kind(scheduler)
@@ -426,8 +434,10 @@ def build_dataset(
     out = Path(out)
     if out.exists() and not _is_dataset(out):
         raise DatasetError(out, "exists and is not a napari-crystal dataset; not overwriting")
-    plan = _plan(folder, size)
+    plan = _plan(folder, size, labels)
     settings = [method, int(size), channel, VERSION, LEVEL_RULE, RESIZE_RULE, THRESHOLD_RULE]
+    if labels is not None:  # the mapped labels, not the map file's name, decide a rerun
+        settings.append(sorted({r.label for *_, a, _t in plan for r in a.regions}))
     parts: list[_Part] = []
     calls: list[tuple] = []
     for s, (slide, ann_path, annotation, table) in enumerate(plan):

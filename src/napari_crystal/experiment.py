@@ -225,6 +225,7 @@ def run_experiment(
     progress: StepProgress = None,
     features: Sequence[str] | None = None,
     feature_options: dict[str, Any] | None = None,
+    labels=None,
 ) -> ExperimentResult:
     """Datasets for train and eval, models with and without crystals, evaluation, comparison.
 
@@ -269,7 +270,7 @@ def run_experiment(
     sets = {"eval": (corpus, "eval")}
     if external is not None:
         sets[Path(external).name or "external"] = eval_folder(Path(external))
-    data_opts = {"method": method, "size": size, "scheduler": scheduler}
+    data_opts = {"method": method, "size": size, "scheduler": scheduler, "labels": labels}
     train = timed(
         "dataset train",
         build_dataset,

@@ -1,13 +1,35 @@
-"""``napari-crystal info`` and ``napari-crystal convert``: NEDC annotation files from the shell."""
+"""``napari-crystal info`` and ``napari-crystal convert``: annotation files from the shell.
+
+Every format :mod:`napari_crystal.io.formats` reads: NEDC CSV, ImageScope/NEDC XML, ASAP XML
+and QuPath GeoJSON. Warnings (skipped shapes, what a conversion cannot carry, unknown labels)
+are printed as ``napari-crystal: warning: ...`` lines.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 from napari_crystal.errors import AnnotationError
-from napari_crystal.io.nedc import Annotation, read_annotation, write_annotation
+from napari_crystal.io.annotation import Annotation
+from napari_crystal.io.formats import FORMATS, SUFFIXES, read_annotation, write_annotation
+
+FORMAT_HELP = "NEDC .csv, ImageScope/NEDC .xml, ASAP .xml or QuPath .geojson/.json"
+
+
+def add_labels_option(p: argparse.ArgumentParser) -> None:
+    """``--labels MAP.csv``: foreign class names to NEDC labels, for every annotation read."""
+    p.add_argument(
+        "--labels",
+        type=Path,
+        metavar="MAP.csv",
+        help="label map CSV (name,label rows): rename foreign classes (Tumor, Stroma...) "
+        "to NEDC labels",
+    )
 
 
 def register(subparsers) -> None:
@@ -17,15 +39,51 @@ def register(subparsers) -> None:
         help="annotation files: pixel size, slide size, regions and area per label; "
         "slides: levels, pixel size, vendor, objective power",
     )
-    info.add_argument(
-        "paths", nargs="+", metavar="PATH", help="NEDC .csv or .xml files, or slides"
-    )
+    info.add_argument("paths", nargs="+", metavar="PATH", help=f"{FORMAT_HELP} files, or slides")
     info.add_argument("--json", action="store_true", help="one JSON object per file")
+    info.add_argument(
+        "--detections", action="store_true", help="GeoJSON: count detections/cells too"
+    )
+    add_labels_option(info)
     info.set_defaults(func=run_info)
-    convert = subparsers.add_parser("convert", help="convert between NEDC .csv and .xml")
-    convert.add_argument("src", metavar="SRC", help="NEDC .csv or .xml file")
-    convert.add_argument("dst", metavar="DST", help="output file; .csv or .xml picks the format")
+    convert = subparsers.add_parser(
+        "convert", help="convert between NEDC CSV/XML, ImageScope XML, ASAP XML, QuPath GeoJSON"
+    )
+    convert.add_argument("src", metavar="SRC", help=FORMAT_HELP)
+    convert.add_argument(
+        "dst", metavar="DST", help="output file; .csv, .xml, .geojson or .json picks the format"
+    )
+    convert.add_argument(
+        "--to", choices=sorted(FORMATS), help="output format (default: from DST's suffix)"
+    )
+    convert.add_argument(
+        "--slide",
+        type=Path,
+        metavar="SLIDE",
+        help="take pixel size and slide size from this slide where SRC has none "
+        "(QuPath/ASAP files into NEDC CSV/XML)",
+    )
+    convert.add_argument(
+        "--detections", action="store_true", help="GeoJSON: read detections/cells too"
+    )
+    add_labels_option(convert)
     convert.set_defaults(func=run_convert)
+
+
+@contextmanager
+def _warnings_as_lines():
+    """Warnings raised inside as one ``napari-crystal: warning:`` line each on stderr."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            seen = set()
+            for w in caught:
+                text = str(w.message)
+                if text not in seen:
+                    seen.add(text)
+                    print(f"napari-crystal: warning: {text}", file=sys.stderr)
 
 
 def summarize(ann: Annotation) -> dict:
@@ -78,17 +136,42 @@ def run_info(args: argparse.Namespace) -> int:
             summary = slide_summary(path)
             print(json.dumps(summary) if args.json else format_slide_summary(summary))
             continue
-        summary = summarize(read_annotation(path))
+        with _warnings_as_lines():
+            ann = read_annotation(path, detections=args.detections, labels=args.labels)
+        summary = summarize(ann)
         print(json.dumps(summary) if args.json else format_summary(summary))
     return 0
 
 
+def _fill_header(ann: Annotation, slide_path: Path) -> None:
+    """Pixel size and level-0 size from a slide, where the annotation has none."""
+    from napari_crystal.io.slide import open_slide
+
+    slide = open_slide(slide_path)
+    try:
+        rows, cols = slide.shape
+        if ann.mpp is None:
+            ann.mpp = slide.mpp
+        if ann.width is None or ann.height is None:
+            ann.width, ann.height = int(cols), int(rows)
+        if not ann.tissue:
+            ann.tissue = "breast"
+    finally:
+        slide.close()
+
+
 def run_convert(args: argparse.Namespace) -> int:
-    """Read SRC and write DST atomically in the format its suffix names."""
+    """Read SRC and write DST atomically in the format its suffix (or ``--to``) names."""
     dst = Path(args.dst)
-    if dst.suffix.lower() not in (".csv", ".xml"):
-        raise AnnotationError(dst, "output must end in .csv or .xml")
-    ann = read_annotation(args.src)
-    write_annotation(ann, dst)
-    print(f"{args.src} -> {dst}: {len(ann.regions)} regions")
+    fmt = args.to or SUFFIXES.get(dst.suffix.lower())
+    if fmt is None:
+        raise AnnotationError(
+            dst, "output must end in .csv, .xml, .geojson or .json (or use --to)"
+        )
+    with _warnings_as_lines():
+        ann = read_annotation(args.src, detections=args.detections, labels=args.labels)
+        if args.slide is not None:
+            _fill_header(ann, args.slide)
+        write_annotation(ann, dst, fmt=fmt)
+    print(f"{args.src} -> {dst} ({FORMATS[fmt]}): {len(ann.regions)} regions")
     return 0

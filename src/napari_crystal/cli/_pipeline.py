@@ -19,6 +19,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _labels_option(p: argparse.ArgumentParser) -> None:
+    from napari_crystal.cli._annotations import add_labels_option
+
+    add_labels_option(p)
+
+
 def _forest_params(args: argparse.Namespace) -> dict:
     params = {}
     if args.trees is not None:
@@ -97,6 +103,7 @@ def register(subparsers) -> None:
     p.add_argument("--size", type=int, default=256, help="mask side in pixels (default 256)")
     p.add_argument("--scheduler", default=None, help=SCHEDULER_HELP)
     _feature_options(p)
+    _labels_option(p)
     _common(p)
     p.set_defaults(func=run_dataset)
 
@@ -144,6 +151,7 @@ def register(subparsers) -> None:
     p.add_argument("--scheduler", default=None, help=SCHEDULER_HELP)
     _feature_options(p, several=True)
     _forest_options(p)
+    _labels_option(p)
     _common(p)
     p.set_defaults(func=run_experiment_cmd)
 
@@ -175,6 +183,7 @@ def run_dataset(args: argparse.Namespace) -> int:
             size=args.size,
             progress=progress,
             scheduler=args.scheduler,
+            labels=args.labels,
         )
     counts = count_by_class(ds.labels)
     print(f"{args.out}: {len(ds)} patches, {args.size}x{args.size} {args.method} masks")
@@ -267,6 +276,7 @@ def run_experiment_cmd(args: argparse.Namespace) -> int:
             progress=bars,
             features=None if features == ["mask"] else features,
             feature_options=None if features == ["mask"] else options,
+            labels=args.labels,
         )
     for r in result.reports:
         print(

@@ -14,7 +14,8 @@ import pandas as pd
 
 from napari_crystal import palette
 from napari_crystal.geometry import annotation_shape, raster_transform, rasterize_annotation
-from napari_crystal.io.nedc import Annotation, read_annotation, sniff_annotation
+from napari_crystal.io.annotation import Annotation
+from napari_crystal.io.formats import read_annotation, sniff_annotation
 
 FACE_ALPHA = 0.25
 LABELS_OPACITY = 0.5
@@ -30,12 +31,14 @@ LayerData = tuple[Any, dict, str]
 
 
 def get_annotation_reader(path: str | list[str]) -> Callable | None:
-    """The reader function for an NEDC ``.csv``/``.xml`` file; None (at once) for anything else."""
+    """The reader for an annotation file (NEDC ``.csv``, ImageScope/NEDC/ASAP ``.xml``, QuPath
+    ``.geojson``/``.json``); None (at once, from the first bytes) for anything else."""
     if isinstance(path, list | tuple):
         if len(path) != 1:
             return None
         path = path[0]
-    if not str(path).lower().endswith((".csv", ".xml")) or sniff_annotation(path) is None:
+    suffixes = (".csv", ".xml", ".geojson", ".json")
+    if not str(path).lower().endswith(suffixes) or sniff_annotation(path) is None:
         return None
     return read_annotation_layers
 
@@ -145,6 +148,7 @@ def annotation_metadata(annotation: Annotation) -> dict:
         "bname": annotation.bname,
         "tissue": annotation.tissue,
         "source": annotation.source,
+        "class_colors": dict(annotation.class_colors),
     }
 
 
@@ -161,8 +165,16 @@ def annotation_layers(annotation: Annotation, name: str | None = None) -> list[L
     many = len(regions) > MANY_REGIONS
     # Above OUTLINE_VERTICES, closed outlines (their first vertex repeated) as "path" shapes.
     data, outline = ([], True) if many else _display_data([r.coords for r in regions])
-    codes, names = pd.factorize(pd.Series(labels, dtype=object))
-    colours = np.array([palette.rgba(label) for label in names], dtype=np.float64)
+    # The source's colours (region, then class) where it has them, else the palette's.
+    keys = [annotation.color_of(r) or f"label:{r.label}" for r in regions]
+    codes, names = pd.factorize(pd.Series(keys, dtype=object))
+    colours = np.array(
+        [
+            [*palette_rgb(k), 1.0] if k.startswith("#") else palette.rgba(k[len("label:") :])
+            for k in names
+        ],
+        dtype=np.float64,
+    )
     edge = colours.reshape(-1, 4)[codes].reshape(-1, 4)
     face = edge.copy()
     face[:, 3] = 0.0 if outline else FACE_ALPHA
@@ -175,6 +187,8 @@ def annotation_layers(annotation: Annotation, name: str | None = None) -> list[L
             "depth": pd.Series(
                 [int(r.depth[0]) if len(r.depth) else 0 for r in regions], dtype=np.int64
             ),
+            "color": pd.Series([r.color or "" for r in regions], dtype=object),
+            "kind": pd.Series([r.kind for r in regions], dtype=object),
         }
     )
     metadata = annotation_metadata(annotation)
@@ -241,6 +255,11 @@ def _region_points(regions, shapes_kwargs: dict) -> LayerData:
         "blending": "translucent",
     }
     return (centres, kwargs, "points")
+
+
+def palette_rgb(color: str) -> list[float]:
+    """``"#rrggbb"`` as three floats in 0..1."""
+    return [int(color[i : i + 2], 16) / 255 for i in (1, 3, 5)]
 
 
 def _label_colormap():

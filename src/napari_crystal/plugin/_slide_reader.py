@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from napari_crystal.io.nedc import find_annotation
+from napari_crystal.io.formats import find_annotation
 from napari_crystal.io.slide import (
     SLIDE_ONLY_SUFFIXES,
     SLIDE_SUFFIXES,
@@ -74,7 +74,7 @@ def annotation_for(slide: Slide) -> list:
     A slide with no annotation beside it gets an empty annotation Shapes layer to draw on.
     """
     from napari_crystal.errors import CrystalError
-    from napari_crystal.io.nedc import read_annotation
+    from napari_crystal.io.formats import read_annotation
 
     path, shape = slide.path, slide.shape
     ann_path = find_annotation(path)

@@ -1,4 +1,4 @@
-"""napari writers: a Shapes layer saved as an NEDC ``.csv`` or ImageScope ``.xml`` annotation.
+"""napari writers: a Shapes layer saved as NEDC ``.csv``, ImageScope ``.xml`` or QuPath ``.geojson``.
 
 :func:`shapes_to_annotation` is the one conversion from layer data to an :class:`Annotation`;
 widgets reuse it.
@@ -12,9 +12,11 @@ from typing import Any
 import numpy as np
 
 from napari_crystal.errors import AnnotationError
-from napari_crystal.io.nedc import Annotation, Region, region_tissues, write_annotation
+from napari_crystal.io._common import ellipse_polygon
+from napari_crystal.io.annotation import Annotation, Region, region_tissues
+from napari_crystal.io.formats import write_annotation
 
-SAVABLE = ("polygon", "rectangle", "path")
+SAVABLE = ("polygon", "rectangle", "path", "ellipse")
 DEFAULT_TISSUE = "breast"
 
 
@@ -43,12 +45,14 @@ def shapes_to_annotation(
     features: Any,
     metadata: Mapping | None,
     shape_types: Sequence[str] | str | None,
+    round_coords: bool = True,
 ) -> Annotation:
-    """Shapes layer content to an :class:`Annotation` (rounded to integer level-0 pixels, closed).
+    """Shapes layer content to an :class:`Annotation` (closed polygons; rounded to integer
+    level-0 pixels unless ``round_coords`` is False; ellipses as 128-gons).
 
-    ``label`` must be set for every shape; ``region_id``, ``tissue``, ``confidence`` and
-    ``depth`` are taken from the features where present. Header fields come from ``metadata``
-    (as the reader stores them).
+    ``label`` must be set for every shape; ``region_id``, ``tissue``, ``confidence``,
+    ``depth``, ``color`` (``#rrggbb``) and ``kind`` are taken from the features where present.
+    Header fields and class colours come from ``metadata`` (as the reader stores them).
     """
     metadata = dict(metadata or {})
     n = len(data)
@@ -63,6 +67,8 @@ def shapes_to_annotation(
     tissues = _column(features, "tissue", n) or [None] * n
     confidences = _column(features, "confidence", n) or [None] * n
     depths = _column(features, "depth", n) or [None] * n
+    colors = _column(features, "color", n) or [None] * n
+    kinds = _column(features, "kind", n) or [None] * n
     default_tissue = (metadata.get("tissue") or DEFAULT_TISSUE).split(",")[0].strip()
     used = {int(i) for i in ids if not _missing(i)}
     next_id = max(used, default=0) + 1
@@ -70,13 +76,19 @@ def shapes_to_annotation(
     for i, (coords, kind) in enumerate(zip(data, shape_types, strict=True)):
         if kind not in SAVABLE:
             raise AnnotationError(
-                None, f"shape {i} is a {kind}: only polygons and rectangles can be saved"
+                None,
+                f"shape {i} is a {kind}: only polygons, rectangles and ellipses can be saved",
             )
         if _missing(labels[i]):
             raise AnnotationError(
                 None, f"shape {i} has no label: set the 'label' feature of every shape"
             )
-        rc = np.rint(np.asarray(coords, dtype=np.float64)[:, -2:])
+        rc = np.asarray(coords, dtype=np.float64)[:, -2:]
+        if kind == "ellipse":  # napari keeps an ellipse as its bounding box's corners
+            (top, left), (bottom, right) = rc.min(axis=0), rc.max(axis=0)
+            rc = ellipse_polygon(top, left, bottom, right)
+        if round_coords:
+            rc = np.rint(rc)
         if len(np.unique(rc, axis=0)) < 3:
             raise AnnotationError(None, f"shape {i} has fewer than 3 distinct vertices")
         if not (rc[0] == rc[-1]).all():
@@ -95,6 +107,8 @@ def shapes_to_annotation(
                 coords=rc,
                 depth=np.full(len(rc), depth, dtype=np.int64),
                 confidence=1.0 if _missing(confidences[i]) else float(confidences[i]),
+                color=_hex_or_none(colors[i]),
+                kind=str(kinds[i]) if not _missing(kinds[i]) else _KINDS.get(kind, "polygon"),
             )
         )
     width, height = metadata.get("width"), metadata.get("height")
@@ -106,7 +120,26 @@ def shapes_to_annotation(
         bname=str(metadata.get("bname") or ""),
         tissue=region_tissues(regions),
         source=metadata.get("source"),
+        class_colors={
+            str(k): c
+            for k, v in dict(metadata.get("class_colors") or {}).items()
+            if (c := _hex_or_none(v)) is not None
+        },
     )
+
+
+_KINDS = {"rectangle": "rectangle", "ellipse": "ellipse"}
+
+
+def _hex_or_none(value: Any) -> str | None:
+    """A ``#rrggbb`` colour feature, or None for anything else (a new shape's blank)."""
+    if isinstance(value, str) and len(value) == 7 and value.startswith("#"):
+        try:
+            int(value[1:], 16)
+        except ValueError:
+            return None
+        return value.lower()
+    return None
 
 
 def _write(path: str, data: Any, meta: dict, fmt: str) -> list[str]:
@@ -114,14 +147,18 @@ def _write(path: str, data: Any, meta: dict, fmt: str) -> list[str]:
     metadata = dict(meta.get("metadata") or {})
     try:
         ann = shapes_to_annotation(
-            data, meta.get("features"), metadata, meta.get("shape_type", "polygon")
+            data,
+            meta.get("features"),
+            metadata,
+            meta.get("shape_type", "polygon"),
+            round_coords=fmt in ("csv", "xml"),
         )
         if not ann.bname:
             from pathlib import Path
 
             ann.bname = Path(path).stem
         missing = [k for k in ("mpp", "width", "height") if metadata.get(k) is None]
-        if missing:
+        if missing and fmt in ("csv", "xml"):  # NEDC files need the header; GeoJSON does not
             raise AnnotationError(
                 None,
                 f"the layer's metadata has no {', '.join(missing)}: open the slide or "
@@ -142,3 +179,8 @@ def write_csv(path: str, data: Any, meta: dict) -> list[str]:
 def write_xml(path: str, data: Any, meta: dict) -> list[str]:
     """Save a Shapes layer as an ImageScope XML annotation."""
     return _write(path, data, meta, "xml")
+
+
+def write_geojson(path: str, data: Any, meta: dict) -> list[str]:
+    """Save a Shapes layer as QuPath GeoJSON (classes and colours kept)."""
+    return _write(path, data, meta, "geojson")
