@@ -312,7 +312,12 @@ def _attach_holes(positives: list[Region], negatives: list) -> int:
 
     if not positives:
         return len(negatives)
-    shells = shapely.polygons([r.coords[:, ::-1] for r in positives])
+    sizes = [len(r.coords) for r in positives]
+    rings = shapely.linearrings(
+        np.concatenate([r.coords[:, ::-1] for r in positives]),
+        indices=np.repeat(np.arange(len(positives)), sizes),
+    )
+    shells = shapely.polygons(rings)
     tree = shapely.STRtree(shells)
     areas = shapely.area(shells)
     orphans = 0
