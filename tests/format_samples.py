@@ -107,11 +107,21 @@ def asap_sample() -> bytes:
     polygon; groups with their colours."""
     return asap_xml(
         [
-            ("_0", "Polygon", "metastasis", "#F4FA58",
-             [(4844.49268, 6275.82031), (4900.0, 6275.0), (4950.5, 6400.25), (4840.0, 6390.0)]),
+            (
+                "_0",
+                "Polygon",
+                "metastasis",
+                "#F4FA58",
+                [(4844.49268, 6275.82031), (4900.0, 6275.0), (4950.5, 6400.25), (4840.0, 6390.0)],
+            ),
             ("_1", "Polygon", "metastasis", "#F4FA58", [(100, 100), (200, 100), (150, 180)]),
-            ("Annotation 2", "Rectangle", "Exclusion", "#64FE2E",
-             [(10, 10), (50, 10), (50, 40), (10, 40)]),
+            (
+                "Annotation 2",
+                "Rectangle",
+                "Exclusion",
+                "#64FE2E",
+                [(10, 10), (50, 10), (50, 40), (10, 40)],
+            ),
             ("Annotation 3", "Spline", "_2", "#F4FA58", [(300, 300), (400, 320), (350, 420)]),
             ("Annotation 4", "Dot", "metastasis", "#F4FA58", [(5, 5)]),
             ("Annotation 5", "Dot", "None", "#F4FA58", [(6, 6)]),

@@ -6,10 +6,15 @@ import warnings
 
 import numpy as np
 import pytest
-from format_samples import asap_sample, asap_xml
 
+from format_samples import asap_sample, asap_xml
 from napari_crystal.errors import AnnotationError
-from napari_crystal.io import ConversionWarning, read_annotation, sniff_annotation, write_annotation
+from napari_crystal.io import (
+    ConversionWarning,
+    read_annotation,
+    sniff_annotation,
+    write_annotation,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::napari_crystal.io.UnknownLabelWarning")
 
@@ -27,7 +32,13 @@ def test_reads_groups_types_order_and_colours(sample):
         ann = read_annotation(sample)
     assert sum("skipped" in str(w.message) for w in rec) == 1
     assert [r.label for r in ann.regions] == ["metastasis", "metastasis", "Exclusion", "_2", ""]
-    assert [r.kind for r in ann.regions] == ["polygon", "polygon", "rectangle", "polygon", "polygon"]
+    assert [r.kind for r in ann.regions] == [
+        "polygon",
+        "polygon",
+        "rectangle",
+        "polygon",
+        "polygon",
+    ]
     assert ann.class_colors == {"metastasis": "#ff0000", "Exclusion": "#00ff00", "_2": "#0000ff"}
     assert ann.regions[0].color == "#f4fa58"
     first = ann.regions[0].coords
@@ -56,9 +67,13 @@ def test_asap_written_and_read_back(sample, tmp_path):
 def test_bad_coordinate_is_one_error_with_line(tmp_path):
     path = tmp_path / "bad.xml"
     path.write_bytes(asap_xml([("a", "Polygon", "g", "#000000", [(1, 2), ("x", 3), (4, 5)])], []))
-    with pytest.raises(AnnotationError, match=r"bad\.xml:4: <Annotation Name='a'> has a coordinate"):
+    with pytest.raises(
+        AnnotationError, match=r"bad\.xml:4: <Annotation Name='a'> has a coordinate"
+    ):
         read_annotation(path)
-    path.write_bytes(asap_xml([("a", "Polygon", "g", "#000000", [(1, 2), ("nan", 3), (4, 5)])], []))
+    path.write_bytes(
+        asap_xml([("a", "Polygon", "g", "#000000", [(1, 2), ("nan", 3), (4, 5)])], [])
+    )
     with pytest.raises(AnnotationError, match="not finite"):
         read_annotation(path)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from format_samples import (
     qupath_04,
     qupath_feature,
@@ -16,7 +17,6 @@ from format_samples import (
     qupath_sample_03,
     qupath_sample_04,
 )
-
 from napari_crystal.errors import AnnotationError
 from napari_crystal.io import (
     ConversionWarning,
@@ -197,12 +197,12 @@ def test_non_qupath_json_is_not_claimed(tmp_path):
         ),
         (
             b'{"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1, 0]'
-            b', [1, NaN], [0, 0]]]}}',
+            b", [1, NaN], [0, 0]]]}}",
             "feature 0: coordinates are not finite",
         ),
         (
             b'{"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1, 0]'
-            b', [1, 1e999], [0, 0]]]}}',
+            b", [1, 1e999], [0, 0]]]}}",
             "coordinates are not finite",
         ),
         (
@@ -212,7 +212,7 @@ def test_non_qupath_json_is_not_claimed(tmp_path):
         ),
         (
             b'{"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [9, 0]'
-            b', [9, 9], [0, 0]], [[1, 1], [2, 1]]]}}',
+            b", [9, 9], [0, 0]], [[1, 1], [2, 1]]]}}",
             "feature 0 hole 1: ring has 2 point",
         ),
         (b'{"type": "Feature", "geometry": {"type": "Blob"}}', "unknown geometry type 'Blob'"),

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from format_samples import imagescope_region, imagescope_sample, imagescope_xml
 
+from format_samples import imagescope_region, imagescope_sample, imagescope_xml
 from napari_crystal.errors import AnnotationError
 from napari_crystal.io import ConversionWarning, read_annotation, sniff_annotation
 from napari_crystal.io import nedc as nedc_io
