@@ -17,6 +17,7 @@ import json
 import math
 import re
 import uuid
+from itertools import chain
 from os import PathLike
 from pathlib import Path
 
@@ -31,7 +32,6 @@ from napari_crystal.io._common import (
     closed,
     flag_self_intersecting,
     hex_color,
-    open_vertices,
     rgb_of,
     warn_skipped,
 )
@@ -85,25 +85,38 @@ def read(path: str | PathLike, detections: bool = False) -> Annotation:
 
 
 def _color_list(value) -> str | None:
-    if (
-        isinstance(value, list | tuple)
-        and len(value) >= 3
-        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value[:3])
-        and all(math.isfinite(v) for v in value[:3])
-    ):
-        return hex_color(value[:3])
+    """``[r, g, b]`` (0..255 numbers) as ``"#rrggbb"``; anything else None."""
+    if type(value) is not list or len(value) < 3:
+        return None
+    r, g, b = value[:3]
+    if type(r) is int and type(g) is int and type(b) is int:
+        if 0 <= r <= 255 and 0 <= g <= 255 and 0 <= b <= 255:
+            return f"#{r:02x}{g:02x}{b:02x}"
+        return hex_color(max(0, min(255, v)) for v in (r, g, b))
+    try:
+        if all(type(v) in (int, float) and math.isfinite(v) for v in (r, g, b)):
+            return hex_color((r, g, b))
+    except OverflowError:
+        pass
     return None
 
 
 class _Reader:
-    """Walks the parsed document; every problem names the feature it is in."""
+    """Walks the parsed document; every problem names the feature it is in.
+
+    Rings are gathered as the JSON lists they are and turned into arrays all at once at the
+    end (one ``np.array`` for every vertex of the file), so 100,000 features cost a few numpy
+    calls rather than 100,000; only a file with a bad ring is looked at ring by ring.
+    """
 
     def __init__(self, path: Path, detections: bool):
         self.path = path
         self.detections = detections
-        self.regions: list[Region] = []
         self.class_colors: dict[str, str] = {}
         self.skipped: dict[str, int] = {}
+        self.pending: list[tuple] = []  # (where, label, color, kind, extra, own, n_rings)
+        self.rings: list[list] = []
+        self.ring_where: list[tuple] = []  # (where, hole number) per ring, for messages
 
     def error(self, where: str, message: str) -> AnnotationError:
         return AnnotationError(self.path, f"{where}: {message}")
@@ -134,6 +147,7 @@ class _Reader:
             raise AnnotationError(self.path, "not GeoJSON: neither an object nor a list")
         for k, feature in enumerate(features):
             self.feature(k, feature)
+        regions = self.build()
         if self.skipped:
             hint = (
                 ""
@@ -142,33 +156,32 @@ class _Reader:
                 else "; read detections with detections=True"
             )
             warn_skipped(self.path, self.skipped, hint)
-        flag_self_intersecting(self.path, self.regions)
-        ann = Annotation(
-            self.regions,
+        flag_self_intersecting(self.path, regions)
+        return Annotation(
+            regions,
             mpp=_number(header.get("mpp")),
             width=_integer(header.get("width")),
             height=_integer(header.get("height")),
             bname=str(header.get("bname") or self.path.stem),
-            tissue=str(header.get("tissue") or region_tissues(self.regions)),
+            tissue=str(header.get("tissue") or region_tissues(regions)),
             class_colors=self.class_colors,
         )
-        return ann
 
-    def classification(self, where: str, props: dict) -> tuple[str, str | None]:
+    def classification(self, where, props: dict) -> tuple[str, str | None]:
         value = props.get("classification")
         if value is None:
             return "", None
         if isinstance(value, str):
             return value, None
         if not isinstance(value, dict):
-            raise self.error(where, "classification is neither an object nor a string")
+            raise self.error(where(), "classification is neither an object nor a string")
         name = value.get("name")
         if name is None and isinstance(value.get("names"), list):
             name = ": ".join(str(n) for n in value["names"])  # QuPath's derived-class name
         name = "" if name is None else str(name)
         color = _color_list(value.get("color"))
         rgb = value.get("colorRGB")
-        if color is None and isinstance(rgb, int) and not isinstance(rgb, bool):
+        if color is None and type(rgb) is int:
             color = argb_int_color(rgb)
         if color is not None and name and name not in self.class_colors:
             if palette.COLORS.get(name) != color:  # a palette colour tells nothing new
@@ -176,16 +189,20 @@ class _Reader:
         return name, color
 
     def feature(self, k: int, feature) -> None:
-        where = f"feature {k}"
+        def where() -> str:
+            return f"feature {k}"
+
         if not isinstance(feature, dict):
-            raise self.error(where, "is not a JSON object")
-        if feature.get("type") in GEOMETRY_TYPES:  # a bare geometry in a list
-            feature = {"type": "Feature", "geometry": feature, "properties": {}}
-        elif feature.get("type") != "Feature":
-            raise self.error(where, f"type is {str(feature.get('type'))[:40]!r}, not 'Feature'")
+            raise self.error(where(), "is not a JSON object")
+        ftype = feature.get("type")
+        if ftype != "Feature":
+            if ftype in GEOMETRY_TYPES:  # a bare geometry in a list
+                feature = {"type": "Feature", "geometry": feature, "properties": {}}
+            else:
+                raise self.error(where(), f"type is {str(ftype)[:40]!r}, not 'Feature'")
         props = feature.get("properties") or {}
         if not isinstance(props, dict):
-            raise self.error(where, "properties is not an object")
+            raise self.error(where(), "properties is not an object")
         kind = props.get("objectType") or props.get("object_type")
         if kind is None:
             kind = _OBJECT_IDS.get(str(feature.get("id")), "annotation")
@@ -196,10 +213,11 @@ class _Reader:
             self.skip(f"{kind} object(s)")
             return
         label, class_color = self.classification(where, props)
-        color = _color_list(props.get("color"))
-        established = self.class_colors.get(label) or palette.COLORS.get(label)
-        if color is None and class_color and class_color != established:
-            color = class_color  # a class colour that differs from the class's first one
+        color = _color_list(props["color"]) if "color" in props else None
+        if color is None and class_color:
+            established = self.class_colors.get(label) or palette.COLORS.get(label)
+            if class_color != established:
+                color = class_color  # a class colour that differs from the class's first one
         extra: dict = {"objectType": kind}
         fid = feature.get("id")
         if isinstance(fid, str) and fid not in _OBJECT_IDS:
@@ -208,32 +226,19 @@ class _Reader:
             extra["name"] = props["name"]
         measurements = props.get("measurements")
         if measurements is not None:
-            extra["measurements"] = self.measurements(where, measurements)
-        own = props.get(OWN) if isinstance(props.get(OWN), dict) else {}
-        ellipse = props.get("isEllipse") is True
-        geometry = feature.get("geometry")
-        polygons = self.polygons(where, geometry)
-        for part, rings in enumerate(polygons):
-            shell, holes = rings[0], rings[1:]
-            region_extra = dict(extra)
+            extra["measurements"] = self.measurements(where(), measurements)
+        own = props.get(OWN) if isinstance(props.get(OWN), dict) else None
+        if props.get("isEllipse") is True:
+            own = {**(own or {}), "kind": "ellipse"}
+        polygons = self.polygons(where, feature.get("geometry"))
+        for part, (part_where, rings) in enumerate(polygons):
+            region_extra = extra
             if len(polygons) > 1:
-                region_extra["part"] = part
+                region_extra = dict(extra, part=part)
                 region_extra.setdefault("id", str(fid) if fid is not None else f"feature {k}")
-            self.regions.append(
-                Region(
-                    index=len(self.regions),
-                    region_id=_integer(own.get("region_id")) or len(self.regions) + 1,
-                    label=label,
-                    tissue=str(own.get("tissue") or ""),
-                    coords=shell,
-                    depth=_depth(own.get("depth"), len(shell)),
-                    confidence=_number(own.get("confidence")) or 1.0,
-                    holes=holes,
-                    color=color,
-                    kind="ellipse" if ellipse else str(own.get("kind") or "polygon"),
-                    extra=region_extra,
-                )
-            )
+            self.pending.append((label, color, region_extra, own, len(rings)))
+            self.rings += rings
+            self.ring_where += [(part_where, h) for h in range(len(rings))]
 
     def measurements(self, where: str, value) -> dict:
         if isinstance(value, dict):
@@ -247,61 +252,130 @@ class _Reader:
             return out
         raise self.error(where, "measurements is neither an object nor a list")
 
-    def polygons(self, where: str, geometry) -> list[list[np.ndarray]]:
-        """Each polygon of the geometry as [shell, *holes] (row, col) rings; others skipped."""
+    def polygons(self, where, geometry) -> list[tuple]:
+        """Each polygon of the geometry as (where, [shell, *holes] JSON rings); others skipped."""
         if geometry is None:
             self.skip("object(s) without geometry")
             return []
         if not isinstance(geometry, dict):
-            raise self.error(where, "geometry is not an object")
+            raise self.error(where(), "geometry is not an object")
         kind = geometry.get("type")
         coords = geometry.get("coordinates")
         if kind == "Polygon":
-            return [self.polygon(where, coords)]
+            return [(where, self.polygon(where, coords))]
         if kind == "MultiPolygon":
             if not isinstance(coords, list):
-                raise self.error(where, "MultiPolygon coordinates are not a list of polygons")
-            return [self.polygon(f"{where} part {i}", p) for i, p in enumerate(coords)]
+                raise self.error(where(), "MultiPolygon coordinates are not a list of polygons")
+            out = []
+            for i, p in enumerate(coords):
+                part_where = _Where(where, f"part {i}")
+                out.append((part_where, self.polygon(part_where, p)))
+            return out
         if kind == "GeometryCollection":
             parts = geometry.get("geometries")
             if not isinstance(parts, list):
-                raise self.error(where, "GeometryCollection without a geometries list")
+                raise self.error(where(), "GeometryCollection without a geometries list")
             out = []
             for i, g in enumerate(parts):
-                out += self.polygons(f"{where} geometry {i}", g)
+                out += self.polygons(_Where(where, f"geometry {i}"), g)
             return out
         if kind in GEOMETRY_TYPES:
             self.skip(f"{kind}(s)")
             return []
-        raise self.error(where, f"unknown geometry type {str(kind)[:40]!r}")
+        raise self.error(where(), f"unknown geometry type {str(kind)[:40]!r}")
 
-    def polygon(self, where: str, rings) -> list[np.ndarray]:
+    def polygon(self, where, rings) -> list:
         if not isinstance(rings, list) or not rings:
-            raise self.error(where, "Polygon coordinates are not a list of rings")
-        return [
-            self.ring(where if i == 0 else f"{where} hole {i}", r) for i, r in enumerate(rings)
-        ]
+            raise self.error(where(), "Polygon coordinates are not a list of rings")
+        for i, ring in enumerate(rings):
+            if not isinstance(ring, list) or not ring:
+                raise self.error(_hole_where(where, i), "ring is not a list of [x, y] positions")
+        return rings
 
-    def ring(self, where: str, ring) -> np.ndarray:
-        if not isinstance(ring, list):
-            raise self.error(where, "ring is not a list of [x, y] positions")
+    def ring_error(self, r: int, message: str) -> AnnotationError:
+        where, hole = self.ring_where[r]
+        return self.error(_hole_where(where, hole), message)
+
+    def build(self) -> list[Region]:
+        """Every ring to (row, col) arrays in one go, checked, then the regions."""
+        rings = self.rings
+        if not rings:
+            return []
+        lens = np.fromiter((len(r) for r in rings), dtype=np.int64, count=len(rings))
+        xy = None
         try:
-            xy = np.array(ring, dtype=np.float64)
-        except (ValueError, TypeError):
-            xy = None
+            xy = np.array(list(chain.from_iterable(rings)), dtype=np.float64)
+        except (ValueError, TypeError, OverflowError):
+            pass
         if xy is None or xy.ndim != 2 or xy.shape[1] not in (2, 3):
-            raise self.error(where, "ring is not a list of [x, y] positions")
-        if not np.isfinite(xy).all():
-            raise self.error(where, "coordinates are not finite (NaN or infinity)")
-        rc = xy[:, 1::-1].copy()  # (x, y[, z]) -> (row, col)
-        if open_vertices(rc) < 3:
-            raise self.error(where, f"ring has {open_vertices(rc)} point(s): 3 or more needed")
-        return rc
+            for r, ring in enumerate(rings):  # find the ring at fault
+                try:
+                    one = np.array(ring, dtype=np.float64)
+                except (ValueError, TypeError, OverflowError):
+                    one = None
+                if one is None or one.ndim != 2 or one.shape[1] not in (2, 3):
+                    raise self.ring_error(r, "ring is not a list of [x, y] positions")
+            raise AnnotationError(self.path, "positions mix [x, y] and [x, y, z]")
+        ends = np.cumsum(lens)
+        starts = ends - lens
+        finite = np.isfinite(xy).all(axis=1)
+        if not finite.all():
+            r = int(np.searchsorted(ends, int(np.argmin(finite)), side="right"))
+            raise self.ring_error(r, "coordinates are not finite (NaN or infinity)")
+        rc = np.ascontiguousarray(xy[:, 1::-1])  # (x, y[, z]) -> (row, col)
+        closed_ = (lens > 1) & (rc[starts] == rc[ends - 1]).all(axis=1)
+        points = lens - closed_
+        short = np.flatnonzero(points < 3)
+        if short.size:
+            r = int(short[0])
+            raise self.ring_error(r, f"ring has {int(points[r])} point(s): 3 or more needed")
+        arrays = np.split(rc, ends[:-1])
+        regions: list[Region] = []
+        r = 0
+        for label, color, extra, own, n_rings in self.pending:
+            shell, holes = arrays[r], arrays[r + 1 : r + n_rings]
+            r += n_rings
+            own = own or {}
+            n = len(shell)
+            regions.append(
+                Region(
+                    index=len(regions),
+                    region_id=_integer(own.get("region_id")) or len(regions) + 1,
+                    label=label,
+                    tissue=str(own.get("tissue") or ""),
+                    coords=shell,
+                    depth=_depth(own.get("depth"), n) if own else np.zeros(n, np.int64),
+                    confidence=_number(own.get("confidence")) or 1.0,
+                    holes=holes,
+                    color=color,
+                    kind=str(own.get("kind") or "polygon"),
+                    extra=extra,
+                )
+            )
+        return regions
+
+
+class _Where:
+    """A feature's place in the file, spelled out only when an error needs it."""
+
+    def __init__(self, parent, part: str):
+        self.parent, self.part = parent, part
+
+    def __call__(self) -> str:
+        return f"{self.parent()} {self.part}"
+
+
+def _hole_where(where, hole: int) -> str:
+    return where() if hole == 0 else f"{where()} hole {hole}"
 
 
 def _number(value) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
+    if type(value) in (int, float):
+        try:
+            if math.isfinite(value):
+                return float(value)
+        except OverflowError:
+            pass
     return None
 
 
