@@ -208,3 +208,29 @@ def test_napari_reader_claims_geojson(samples):
         layers = reader(str(samples["geojson"]))
     assert layers[-1][0] and len(layers[-1][0]) == 4
     assert layers[-1][1]["features"]["label"].tolist() == ["Tumor", "Tumor", "Stroma", "Stroma"]
+
+
+def test_dataset_from_geojson_with_a_label_map(tiny_corpus, tmp_path, capsys):
+    """A corpus annotated in QuPath with its own class names trains on NEDC labels."""
+    from napari_crystal.dataset import build_dataset
+
+    corpus = tmp_path / "corpus"
+    slides = sorted((tiny_corpus / "dev").glob("*.svs"))[:2]
+    (corpus / "dev").mkdir(parents=True)
+    expected = []
+    foreign = {}
+    for slide in slides:
+        (corpus / "dev" / slide.name).symlink_to(slide)
+        ann = read_annotation(slide.with_suffix(".csv"))
+        expected += [r.label for r in ann.regions]
+        for r in ann.regions:
+            foreign[r.label] = f"QuPath {r.label.upper()}"
+            r.label = foreign[r.label]
+        write_annotation(ann, corpus / "dev" / f"{slide.stem}.geojson")
+    table = tmp_path / "map.csv"
+    table.write_text("".join(f"{v},{k}\n" for k, v in foreign.items()))
+    ds = build_dataset(corpus, "dev", tmp_path / "ds.zarr", size=32, labels=table)
+    assert list(ds.labels) == expected
+    argv = ["dataset", str(corpus), "--split", "dev", "--out", str(tmp_path / "cli.zarr")]
+    assert main([*argv, "--size", "32", "--labels", str(table), "--quiet"]) == 0
+    assert f"{len(expected)} patches" in capsys.readouterr().out
