@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,19 @@ def check_size(path: Path) -> int:
             path, f"file is {size / 1024**3:.1f} GiB: annotation files over 2 GiB are refused"
         )
     return size
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a parser builds millions of acyclic objects: each
+    collection would walk everything built so far (3x the time of ``json.loads`` alone)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def read_head(path: str | os.PathLike, n: int = SNIFF_BYTES) -> bytes:

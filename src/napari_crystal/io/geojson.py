@@ -31,6 +31,7 @@ from napari_crystal.io._common import (
     check_size,
     closed,
     flag_self_intersecting,
+    gc_paused,
     hex_color,
     rgb_of,
     warn_skipped,
@@ -73,15 +74,16 @@ def read(path: str | PathLike, detections: bool = False) -> Annotation:
     data = path.read_bytes()
     if not data.strip():
         raise AnnotationError(path, "empty file", 1)
-    try:
-        # NaN is allowed by the parser (QuPath writes it in measurements); coordinates are
-        # checked to be finite ring by ring.
-        doc = json.loads(data)
-    except json.JSONDecodeError as exc:
-        raise AnnotationError(path, f"not valid JSON: {exc.msg}", exc.lineno) from None
-    except (UnicodeDecodeError, RecursionError) as exc:
-        raise AnnotationError(path, f"not valid JSON: {type(exc).__name__}") from None
-    return _Reader(path, detections).document(doc)
+    with gc_paused():
+        try:
+            # NaN is allowed by the parser (QuPath writes it in measurements); coordinates
+            # are checked to be finite ring by ring.
+            doc = json.loads(data)
+        except json.JSONDecodeError as exc:
+            raise AnnotationError(path, f"not valid JSON: {exc.msg}", exc.lineno) from None
+        except (UnicodeDecodeError, RecursionError) as exc:
+            raise AnnotationError(path, f"not valid JSON: {type(exc).__name__}") from None
+        return _Reader(path, detections).document(doc)
 
 
 def _color_list(value) -> str | None:

@@ -27,6 +27,7 @@ from napari_crystal.io._common import (
     closed,
     ellipse_polygon,
     flag_self_intersecting,
+    gc_paused,
     open_vertices,
     warn_skipped,
 )
@@ -163,7 +164,8 @@ def read(path: str | PathLike) -> Annotation:
     data = path.read_bytes()
     target = _Target(path)
     try:
-        parse_events(path, data, target)
+        with gc_paused():
+            parse_events(path, data, target)
     except AnnotationError:
         if target.nedc:  # an NEDC-looking file keeps NEDC's own error
             nedc._parse_xml(path, data)
