@@ -24,7 +24,7 @@ from napari_crystal.io._common import (
     warn_skipped,
 )
 from napari_crystal.io.annotation import Annotation, Region
-from napari_crystal.io.imagescope import parse_events
+from napari_crystal.io.imagescope import _three_distinct, parse_events
 
 _ROOT = re.compile(rb"<ASAP_Annotations[\s>/]")
 KINDS = {"polygon": "polygon", "rectangle": "rectangle", "spline": "spline"}
@@ -112,7 +112,7 @@ def read(path: str | PathLike) -> Annotation:
             skipped[what] = skipped.get(what, 0) + 1
             continue
         rc = _coords(path, item)
-        if open_vertices(rc) < 3 or len(np.unique(rc, axis=0)) < 3:
+        if open_vertices(rc) < 3 or not _three_distinct(rc):
             skipped["degenerate polygon(s) (fewer than 3 distinct vertices)"] = (
                 skipped.get("degenerate polygon(s) (fewer than 3 distinct vertices)", 0) + 1
             )
