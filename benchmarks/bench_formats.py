@@ -102,7 +102,9 @@ def make_imagescope(target_mb: float, seed: int = 0):
                 f'<Region Id="{rid}" Type="0" Zoom="0.042188" Text="" NegativeROA="0" '
                 'Length="0" Area="0"><Attributes/><Vertices>'
             )
-            out += [f'<Vertex X="{x:.6f}" Y="{y:.6f}" Z="0"/>' for x, y in zip(xs, ys)]
+            out += [
+                f'<Vertex X="{x:.6f}" Y="{y:.6f}" Z="0"/>' for x, y in zip(xs, ys, strict=True)
+            ]
             out.append("</Vertices></Region>")
         out += ["</Regions>", "<Plots/>", "</Annotation>"]
     out.append("</Annotations>")
