@@ -234,3 +234,19 @@ def test_dataset_from_geojson_with_a_label_map(tiny_corpus, tmp_path, capsys):
     argv = ["dataset", str(corpus), "--split", "dev", "--out", str(tmp_path / "cli.zarr")]
     assert main([*argv, "--size", "32", "--labels", str(table), "--quiet"]) == 0
     assert f"{len(expected)} patches" in capsys.readouterr().out
+
+
+def test_a_shape_drawn_later_gets_no_copied_colour_or_kind(samples, make_napari_viewer):
+    from napari_crystal.plugin._reader import read_annotation_layers
+    from napari_crystal.plugin._writer import shapes_to_annotation
+
+    viewer = make_napari_viewer()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data, kwargs, _ = read_annotation_layers(str(samples["imagescope"]))[-1]
+    layer = viewer.add_shapes(data, **kwargs)
+    layer.add_polygons([np.array([[0.0, 0.0], [0.0, 40.0], [30.0, 40.0]])])
+    ann = shapes_to_annotation(layer.data, layer.features, layer.metadata, layer.shape_type)
+    new = ann.regions[-1]
+    assert (new.label, new.kind, new.color) == ("fibrous", "polygon", None)
+    assert ann.color_of(new) == "#ff0000"  # its class's colour

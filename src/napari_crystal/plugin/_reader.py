@@ -210,6 +210,12 @@ def annotation_layers(annotation: Annotation, name: str | None = None) -> list[L
         "metadata": metadata,
         "blending": "translucent",
     }
+    if regions:  # a shape drawn later copies the last region, but not its colour or kind
+        shapes_kwargs["feature_defaults"] = {
+            **{c: features[c].iloc[-1] for c in features.columns},
+            "color": "",
+            "kind": "",
+        }
     if not regions:  # napari rejects empty colour arrays; new shapes get the unknown colour
         shapes_kwargs["face_color"] = palette.rgba(palette.UNKNOWN, FACE_ALPHA)
         shapes_kwargs["edge_color"] = palette.rgba(palette.UNKNOWN)
