@@ -240,6 +240,9 @@ def run_experiment(
     ``models/``, ``report.md``/``report.json`` laid out like the study's tables, confusion
     PNGs and ``timings.json`` with the wall time of each step.
     """
+    if features is not None and list(features) != ["mask"] and labels is not None:
+        where = labels if isinstance(labels, str | os.PathLike) else None
+        raise DatasetError(where, "a label map is not yet applied to feature-set experiments")
     if features is not None and list(features) != ["mask"]:  # several sets: the same steps
         from napari_crystal.features.experiment import run_feature_experiment  # per set
 

@@ -167,7 +167,7 @@ def run_dataset(args: argparse.Namespace) -> int:
         with progress_bar(f"{spec.name} {args.split}", "patch", args.quiet) as progress:
             ds = build_feature_dataset(
                 args.corpus, args.split, args.out, spec, progress=progress,
-                scheduler=args.scheduler,
+                scheduler=args.scheduler, labels=args.labels,
             )  # fmt: skip
         skipped = ds.meta.get("skipped") or {}
         print(f"{args.out}: {len(ds)} patches, {describe(ds.meta['features'])}")

@@ -95,6 +95,7 @@ def build_feature_dataset(
     scheduler=None,
     cancel: threading.Event | None = None,
     chunk: int = 64,
+    labels=None,
 ) -> Dataset:
     """Feature rows of every annotated region of ``corpus/split``, saved at ``out``.
 
@@ -108,8 +109,10 @@ def build_feature_dataset(
     folder = corpus / split if split else corpus
     if out.exists() and not _ds._is_dataset(out):
         raise DatasetError(out, "exists and is not a napari-crystal dataset; not overwriting")
-    plan = _ds._plan(folder, 256)
+    plan = _ds._plan(folder, 256, labels)  # labels: a label map, as in build_dataset
     settings = spec.settings()
+    if labels is not None:
+        settings = [settings, sorted({r.label for *_, a, _t in plan for r in a.regions})]
     calls, sizes, keys = [], [], []
     for slide, ann_path, annotation, table in plan:
         keys.append([_ds._stat_key(slide), _ds._stat_key(ann_path)])
