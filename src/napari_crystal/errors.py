@@ -20,6 +20,15 @@ class CrystalError(ValueError):
             where = f"{where}:{self.line}"
         return f"{where}: {self.message}"
 
+    def brief(self) -> str:
+        """The reason first, then only the file's name (and line): for notifications, which
+        napari cuts after a line or two, so a long folder would hide the reason."""
+        if self.path is None:
+            return self.message
+        name = self.path.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] or self.path
+        line = "" if self.line is None else f":{self.line}"
+        return f"{self.message} ({name}{line})"
+
 
 class AnnotationError(CrystalError):
     """An NEDC annotation file that cannot be read or written."""

@@ -26,6 +26,28 @@ def layers_of(viewer, kind: str) -> list[tuple[str, Any]]:
     return [(layer.name, layer) for layer in viewer.layers if isinstance(layer, cls)]
 
 
+def is_slide_layer(layer) -> bool:
+    """An Image layer opened from a slide file (the slide reader records its path)."""
+    return bool((getattr(layer, "metadata", None) or {}).get("path"))
+
+
+def is_annotation_layer(layer) -> bool:
+    """A Shapes layer of labelled regions (a ``label`` feature column)."""
+    features = getattr(layer, "features", None)
+    return features is not None and "label" in getattr(features, "columns", ())
+
+
+def preselect(combo, accept) -> None:
+    """Choose the only layer of ``combo`` that ``accept`` takes, when none of those is chosen:
+    an open slide and its annotation need no picking."""
+    combo.reset_choices()
+    if combo.value is not None and accept(combo.value):
+        return
+    matching = [v for v in combo.choices if v is not None and accept(v)]
+    if len(matching) == 1:
+        combo.value = matching[0]
+
+
 def mask_dataset(viewer):
     """(dataset, file or None) of the mask dataset shown in ``viewer``, or (None, None).
 

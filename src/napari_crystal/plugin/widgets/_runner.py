@@ -18,7 +18,7 @@ from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 from superqt.utils import ensure_main_thread
 
-from napari_crystal.errors import Cancelled
+from napari_crystal.errors import Cancelled, CrystalError
 
 _pause_lock = threading.Lock()
 _pauses = 0
@@ -143,7 +143,8 @@ class Runner:
         if isinstance(exc, Cancelled):
             show_info(f"napari-crystal: {label} cancelled; nothing was saved")
         else:
-            show_error(f"napari-crystal: {label} failed: {exc}")
+            reason = exc.brief() if isinstance(exc, CrystalError) else str(exc)
+            show_error(f"napari-crystal: {label} failed: {reason}")
         if on_error is not None:
             on_error(exc)
 

@@ -202,7 +202,7 @@ class EvaluateWidget(Container):
                     "window": self.window.value, "threshold": self.threshold.value,
                 }  # fmt: skip
         except CrystalError as exc:
-            show_error(f"napari-crystal: evaluation: {exc}")
+            show_error(f"napari-crystal: evaluation: {exc.brief()}")
             return None
         return self.runner.start(fn, *args, label="evaluation", on_done=self._done, **kwargs)
 
@@ -275,7 +275,9 @@ class EvaluateWidget(Container):
                 out, self.result.reports, comparisons, title="Evaluation", meta=meta
             )
         except (CrystalError, OSError) as exc:
-            show_error(f"napari-crystal: export: {exc}")
+            show_error(
+                f"napari-crystal: export: {exc.brief() if isinstance(exc, CrystalError) else exc}"
+            )
             return None
         show_info(f"napari-crystal: report written to {out} ({len(self.files)} files)")
         return self.files
@@ -295,7 +297,7 @@ class EvaluateWidget(Container):
             else:
                 layer, path, shape, annotation = self._slide_inputs()
         except CrystalError as exc:
-            show_error(f"napari-crystal: prediction overlay: {exc}")
+            show_error(f"napari-crystal: prediction overlay: {exc.brief()}")
             return None
         return self.runner.start(
             run_prediction_map, self.result, path, shape, annotation,

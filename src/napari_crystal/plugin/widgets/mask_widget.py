@@ -38,7 +38,10 @@ from napari_crystal.masks import CHANNELS, METHODS, resize_mask
 from napari_crystal.plugin.widgets._layers import (
     DATASET_KEY,
     DATASET_PATH_KEY,
+    is_annotation_layer,
+    is_slide_layer,
     layers_of,
+    preselect,
     shapes_annotation,
     slide_path,
 )
@@ -194,6 +197,7 @@ class MaskWidget(Container):
         self.save_button.changed.connect(self.save)
         viewer.layers.events.inserted.connect(self._layers_changed)
         viewer.layers.events.removed.connect(self._layers_changed)
+        self._layers_changed()
         self._on_source()
         self.save_button.enabled = False
 
@@ -206,8 +210,8 @@ class MaskWidget(Container):
         return layers_of(self.viewer, "shapes")
 
     def _layers_changed(self, event=None) -> None:
-        self.image.reset_choices()
-        self.shapes.reset_choices()
+        preselect(self.image, is_slide_layer)
+        preselect(self.shapes, is_annotation_layer)
         if self._source_shapes is not None and self._source_shapes not in self.viewer.layers:
             self._disconnect_selection()
 
@@ -252,7 +256,7 @@ class MaskWidget(Container):
                 label = f"masks of {corpus.name}/{split or ''}"
                 source_shapes = None
         except CrystalError as exc:
-            show_error(f"napari-crystal: {exc}")
+            show_error(f"napari-crystal: {exc.brief()}")
             self.status.value = str(exc)
             return None
         self.status.value = f"generating {label}..."

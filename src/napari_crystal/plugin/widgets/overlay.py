@@ -28,7 +28,10 @@ from napari_crystal import palette
 from napari_crystal.errors import CrystalError
 from napari_crystal.geometry import raster_transform
 from napari_crystal.plugin.widgets._layers import (
+    is_annotation_layer,
+    is_slide_layer,
     layers_of,
+    preselect,
     shapes_annotation,
     slide_path,
     slide_shape,
@@ -332,10 +335,11 @@ class PredictionOverlayWidget(Container):
         self.controls: OverlayControls | None = None
         viewer.layers.events.inserted.connect(self._refresh)
         viewer.layers.events.removed.connect(self._refresh)
+        self._refresh()
 
     def _refresh(self, *_: Any) -> None:
-        self.slide.reset_choices()
-        self.annotation_layer.reset_choices()
+        preselect(self.slide, is_slide_layer)
+        preselect(self.annotation_layer, is_annotation_layer)
 
     def run(self, *_: Any):
         """Check the inputs, then build the overlay in a worker."""
@@ -352,7 +356,7 @@ class PredictionOverlayWidget(Container):
             annotation = None if ann is None else shapes_annotation(ann, layer)
             path, shape = slide_path(layer), slide_shape(layer)
         except CrystalError as exc:
-            show_error(f"napari-crystal: prediction overlay: {exc}")
+            show_error(f"napari-crystal: prediction overlay: {exc.brief()}")
             return None
         return self.runner.start(
             overlay_job, self.model.value, self.dataset.value, path, shape, annotation,

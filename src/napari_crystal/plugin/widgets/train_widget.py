@@ -227,7 +227,7 @@ class TrainWidget(Container):
             if out.is_dir():
                 raise ModelError(out, "is a folder; choose a model file name (.skops)")
         except CrystalError as exc:
-            show_error(f"napari-crystal: {exc}")
+            show_error(f"napari-crystal: {exc.brief()}")
             self.status.value = str(exc)
             return None
         self._describe_source()
