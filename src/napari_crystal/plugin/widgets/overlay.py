@@ -23,8 +23,10 @@ from magicgui.widgets import (
 )
 from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import Qt
 
 from napari_crystal import palette
+from napari_crystal.annotate import view_for
 from napari_crystal.errors import CrystalError
 from napari_crystal.geometry import raster_transform
 from napari_crystal.plugin.widgets._layers import (
@@ -43,6 +45,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import napari
 
 ALL, ERRORS = "all patches", "errors only"
+NEXT_ERROR, PREVIOUS_ERROR = ".", ","  # keys; napari gives them no other use
 ERROR_COLOR = (0.0, 0.0, 0.0, 1.0)
 ERROR_OUTLINE_PX = 8  # errors are outlined: at least this many outline steps per frame side
 
@@ -65,6 +68,17 @@ def text_overlay(viewer):
     overlays = getattr(getattr(viewer, "canvas", None), "overlays", None)
     text = getattr(overlays, "text", None)
     return text if text is not None else viewer.text_overlay
+
+
+def legend_html(pmap: PredictionMap) -> str:
+    """A colour square and name per class the overlay shows (palette order), and the outline."""
+    shown = np.concatenate([pmap.predicted.astype(str), pmap.truth[pmap.truth != ""].astype(str)])
+    items = [
+        f'<span style="color:{palette.COLORS.get(label, palette.COLORS[palette.UNKNOWN])}">'
+        f"&#9632;</span>&nbsp;{label}"
+        for label in palette.count_by_class(shown)
+    ]
+    return "&nbsp; ".join(items) + "&nbsp; <b>&#9633;</b>&nbsp;wrong (outline: true class)"
 
 
 def _upsampled(image: np.ndarray, factor: int) -> np.ndarray:
@@ -108,12 +122,31 @@ class OverlayControls(Container):
             + (f" ({100 * wrong / labelled:.1f}%)" if labelled else "")
         )
         self.hover = Label(value="hover a patch: true class, predicted class, probabilities")
-        for label in (self.summary, self.hover):
+        self.legend = Label(value=legend_html(pmap))
+        self.picked = Label(
+            value=f"click a patch to inspect it; {NEXT_ERROR} and {PREVIOUS_ERROR}: next and "
+            "previous error"
+        )
+        for label in (self.summary, self.hover, self.legend, self.picked):
             label.native.setWordWrap(True)
-        super().__init__(widgets=[self.summary, self.showing, self.grid, self.hover], labels=False)
+        self.legend.native.setTextFormat(Qt.TextFormat.RichText)
+        super().__init__(
+            widgets=[self.summary, self.legend, self.showing, self.grid, self.hover, self.picked],
+            labels=False,
+        )
+        self.picked_row: int | None = None
+        self._error_rows = np.flatnonzero(pmap.wrong)
+        self._error_at = -1
         self.showing.changed.connect(self._on_show)
         self.grid.changed.connect(self._on_grid)
         viewer.mouse_move_callbacks.append(self._on_mouse_move)
+        viewer.mouse_drag_callbacks.append(self._on_click)
+        self._keys = {
+            NEXT_ERROR: viewer.bind_key(NEXT_ERROR, self._next_error_key, overwrite=True),
+            PREVIOUS_ERROR: viewer.bind_key(
+                PREVIOUS_ERROR, self._previous_error_key, overwrite=True
+            ),
+        }
         viewer.layers.events.removed.connect(self._on_removed)
 
     @property
@@ -166,7 +199,82 @@ class OverlayControls(Container):
         """Stop listening to the viewer (the overlay's layers were removed)."""
         if self._on_mouse_move in self.viewer.mouse_move_callbacks:
             self.viewer.mouse_move_callbacks.remove(self._on_mouse_move)
+        if self._on_click in self.viewer.mouse_drag_callbacks:
+            self.viewer.mouse_drag_callbacks.remove(self._on_click)
+        for key, previous in self._keys.items():
+            self.viewer.bind_key(key, None)
+            if previous is not None:
+                self.viewer.bind_key(key, previous)
+        self._keys = {}
         text_overlay(self.viewer).visible = False
+
+    # ---------------------------------------------------------------- inspect
+    def _level0(self, world) -> tuple[float, float]:
+        scale, shift = self._world
+        row, col = (np.asarray(world[-2:], dtype=float) - shift) / scale
+        return float(row), float(col)
+
+    def _on_click(self, viewer, event):
+        """A click (not a drag) on a patch inspects it."""
+        start = np.asarray(event.position, dtype=float)
+        yield
+        while event.type == "mouse_move":
+            yield
+        if event.type == "mouse_release" and np.allclose(event.position, start, atol=1e-6):
+            row, col = self._level0(start)
+            info = self.pmap.info_at(row, col)
+            if info is not None:
+                self.inspect(info.row)
+
+    def inspect(self, row: int, *, go: bool = False) -> None:
+        """Show patch ``row``: its classes and every probability, its region selected in the
+        annotation layer it came from; with ``go``, centred in the view."""
+        info = self.pmap.info(row)
+        self.picked_row = row
+        probs = sorted(info.proba.items(), key=lambda kv: -kv[1])
+        lines = [info.text().split(" (")[0]]
+        if probs:
+            lines.append(", ".join(f"{k} {v:.2f}" for k, v in probs))
+        self.picked.value = "\n".join(lines)
+        if info.kind == "region":
+            self._select_region(info.region_id)
+        if go:
+            top, left, height, width = info.box
+            corners = np.array([[top, left], [top + height, left + width]], dtype=float)
+            scale, shift = self._world
+            canvas = getattr(self.viewer, "canvas", None)
+            size = getattr(canvas, "size", None) or (600, 800)
+            centre, zoom = view_for(corners * scale + shift, tuple(size[-2:]), margin=1.0)
+            camera = self.viewer.scene.camera if hasattr(self.viewer, "scene") else None
+            camera = camera or self.viewer.camera
+            camera.center = tuple(centre)
+            camera.zoom = zoom
+
+    def _select_region(self, region_id: int) -> None:
+        """Select the region in the first annotation layer that has it."""
+        for layer in self.viewer.layers:
+            if not is_annotation_layer(layer) or "region_id" not in layer.features.columns:
+                continue
+            hits = np.flatnonzero(layer.features["region_id"].to_numpy() == region_id)
+            if len(hits):
+                layer.selected_data = {int(hits[0])}
+                return
+
+    def step_error(self, step: int) -> int | None:
+        """Go to the next (``step`` 1) or previous (-1) wrong patch; None when there is none."""
+        if not len(self._error_rows):
+            show_info("napari-crystal: no wrong patches in this overlay")
+            return None
+        self._error_at = (self._error_at + step) % len(self._error_rows)
+        row = int(self._error_rows[self._error_at])
+        self.inspect(row, go=True)
+        return row
+
+    def _next_error_key(self, viewer) -> None:
+        self.step_error(1)
+
+    def _previous_error_key(self, viewer) -> None:
+        self.step_error(-1)
 
     # ---------------------------------------------------------------- grid
     def _on_grid(self, value: bool) -> None:
