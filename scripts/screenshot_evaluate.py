@@ -3,7 +3,8 @@
 Trains two small models (with and without crystals) on the tiny synthetic corpus, evaluates
 them in the Evaluate widget of a shown napari viewer (Xvfb via pyvirtualdisplay when there is
 no display), then evaluates the sample slide and builds its prediction overlay. Writes
-docs/evaluate-widget.png and docs/prediction-overlay.png.
+docs/evaluate-widget.png, docs/prediction-overlay.png (a wrong region hovered and clicked) and
+docs/overlay-next-error.png (after the next-error key).
 """
 
 from __future__ import annotations
@@ -108,7 +109,25 @@ def main() -> int:
             pos = ((r + 0.5) * pmap.raster.scale, (c + 0.5) * pmap.raster.scale)
             viewer.cursor.position = pos
             overlay._on_mouse_move(viewer, None)
+            # and click it: its classes and probabilities in the panel, its region selected
+            from qtpy.QtCore import QPoint, Qt
+            from qtpy.QtTest import QTest
+
+            settle()
+            y, x = (np.asarray(pos) - np.asarray(camera.center[-2:])) * camera.zoom
+            point = QPoint(int(x + canvas.width() / 2), int(y + canvas.height() / 2))
+            QTest.mouseMove(canvas, point)
+            settle(0.1)
+            QTest.mouseClick(canvas, Qt.MouseButton.LeftButton, pos=point)
+            settle(0.1)
+            if overlay.picked_row is None:
+                raise RuntimeError(f"the click at {point} ({pos}) inspected no patch")
             save_screenshot(viewer, DOCS / "prediction-overlay.png", 0.5)
+            # the next-error key: the view centres the next wrong patch
+            viewer.layers.selection.active = overlay.prediction
+            QTest.keyClick(canvas, Qt.Key.Key_Period)
+            QTest.keyClick(canvas, Qt.Key.Key_Period)
+            save_screenshot(viewer, DOCS / "overlay-next-error.png", 0.5)
             viewer.close()
     finally:
         if display is not None:

@@ -73,7 +73,9 @@ def main() -> int:
         train = TrainWidget(viewer)
         viewer.window.remove_dock_widget(masks_dock)
         viewer.window.add_dock_widget(train, name="Train classifier", area="right")
-        train.out.value = svs.with_name("sample-forest.skops")  # beside the cached sample
+        model = svs.with_name("sample-forest.skops")  # beside the cached sample
+        model.unlink(missing_ok=True)  # the widget would ask before replacing it
+        train.out.value = model
         train.run()
         wait_for_job(train)
         viewer.reset_view()

@@ -77,3 +77,31 @@ def test_a_failed_job_notification_starts_with_the_reason(qtbot, monkeypatch):
     runner.start(job, label="training", on_done=print)
     qtbot.waitUntil(lambda: not runner.busy, timeout=5000)
     assert shown == ["napari-crystal: training failed: not a dataset (masks.zarr)"]
+
+
+@pytest.mark.parametrize("replace", [False, True])
+def test_training_asks_before_replacing_a_model_file(make_napari_viewer, tmp_path, monkeypatch,
+                                                     replace):  # fmt: skip
+    from napari_crystal.plugin.widgets import train_widget
+    from napari_crystal.plugin.widgets.train_widget import FROM_FILE, TrainWidget
+
+    asked = []
+    monkeypatch.setattr(
+        train_widget, "confirm_overwrite", lambda parent, path: asked.append(path) or replace
+    )
+    started = []
+    viewer = make_napari_viewer()
+    widget = TrainWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    monkeypatch.setattr(widget.runner, "start", lambda *a, **k: started.append(a) or "job")
+    model = tmp_path / "model.skops"
+    model.write_bytes(b"an earlier model")
+    widget.source.value = FROM_FILE
+    widget.dataset_path.value = tmp_path / "train.zarr"
+    widget.out.value = model
+    result = widget.run()
+    assert asked == [model]
+    assert (result == "job") is replace and bool(started) is replace
+    assert model.read_bytes() == b"an earlier model"
+    if not replace:
+        assert "model.skops kept as it was" in widget.status.value

@@ -62,3 +62,19 @@ def scroll_body(outer: Container, widgets, labels: bool = True) -> Container:
     layout.setContentsMargins(0, 0, 0, 0)
     layout.addWidget(area)
     return body
+
+
+def confirm_overwrite(parent, path) -> bool:
+    """Ask before replacing an existing file (typed names get no dialog's own question)."""
+    from pathlib import Path
+
+    from qtpy.QtWidgets import QMessageBox
+
+    answer = QMessageBox.question(
+        parent,
+        "napari-crystal",
+        f"{Path(path).name} exists. Replace it?",
+        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+        QMessageBox.StandardButton.No,
+    )
+    return answer == QMessageBox.StandardButton.Yes

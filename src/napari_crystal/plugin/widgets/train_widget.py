@@ -32,7 +32,13 @@ from napari_crystal.errors import Cancelled, CrystalError, DatasetError, ModelEr
 from napari_crystal.experiment import train_on_dataset
 from napari_crystal.plugin.widgets._layers import mask_dataset
 from napari_crystal.plugin.widgets._runner import Runner, collection_paused
-from napari_crystal.plugin.widgets._ui import count_table, job_row, scroll_body, wrapped
+from napari_crystal.plugin.widgets._ui import (
+    confirm_overwrite,
+    count_table,
+    job_row,
+    scroll_body,
+    wrapped,
+)
 from napari_crystal.plugin.widgets.mask_widget import PROGRESS_S
 from napari_crystal.training import CRYSTAL_MODES, DEFAULT_PARAMS, Model, save_model
 
@@ -229,6 +235,9 @@ class TrainWidget(Container):
         except CrystalError as exc:
             show_error(f"napari-crystal: {exc.brief()}")
             self.status.value = str(exc)
+            return None
+        if out.exists() and not confirm_overwrite(self.native, out):
+            self.status.value = f"not trained: {out.name} kept as it was"
             return None
         self._describe_source()
         params = self.params
