@@ -13,7 +13,7 @@ pytest.importorskip("napari")
 from qtpy.QtCore import QPoint, Qt  # noqa: E402
 
 from napari_crystal import palette  # noqa: E402
-from napari_crystal.io.nedc import read_annotation  # noqa: E402
+from napari_crystal.io import read_annotation  # noqa: E402
 from napari_crystal.plugin import _preferences  # noqa: E402
 from napari_crystal.plugin.widgets import annotate_widget  # noqa: E402
 from napari_crystal.plugin.widgets.annotate_widget import AnnotateWidget  # noqa: E402
@@ -175,6 +175,10 @@ def test_drawn_shapes_take_the_key_class_unique_ids_and_save(annotated, qtbot, n
     widget.save()
     assert layer.metadata["source"] == str(xml)
     assert [r.label for r in read_annotation(xml).regions] == [r.label for r in saved.regions]
+    geojson = path.with_suffix(".geojson")  # QuPath's format, through the same save
+    widget.path.value = geojson
+    assert widget.save() == geojson
+    assert [r.label for r in read_annotation(geojson).regions] == [r.label for r in saved.regions]
 
 
 def test_bad_keys_notify_and_change_nothing(annotated, qtbot, notes):
