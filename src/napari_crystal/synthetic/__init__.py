@@ -7,8 +7,12 @@ slide canvas, ``pyramid`` writes any tile source as an Aperio-style pyramidal TI
 
 from napari_crystal.synthetic.corpus import (
     PRESETS,
+    PROTOCOLS,
     Preset,
+    SlidePlan,
+    calcification_rates,
     corpus_plan,
+    design,
     generate_corpus,
     generate_slide,
 )
@@ -18,9 +22,13 @@ from napari_crystal.synthetic.render import CONFUSE, SlideCanvas
 __all__ = [
     "CONFUSE",
     "PRESETS",
+    "PROTOCOLS",
     "Preset",
+    "SlidePlan",
     "SlideCanvas",
+    "calcification_rates",
     "corpus_plan",
+    "design",
     "generate_corpus",
     "generate_slide",
     "write_pyramid",
