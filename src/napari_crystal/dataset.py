@@ -84,6 +84,19 @@ class Dataset:
         """Label string per patch."""
         return self.table.label
 
+    @property
+    def slide_ids(self) -> np.ndarray:
+        """Slide of each patch: its file stem (the same slide in two folders is one slide)."""
+        return np.asarray([Path(s).stem for s in self.table.slide.tolist()], dtype=str)
+
+    @property
+    def patients(self) -> np.ndarray:
+        """Patient of each patch: recorded at build time, else read from the slide's stem."""
+        recorded = (self.meta or {}).get("patients") or {}
+        return np.asarray(
+            [recorded.get(s, patient_of(s)) for s in self.slide_ids.tolist()], dtype=str
+        )
+
     def unpack(self, rows: slice | np.ndarray | Sequence[int] = slice(None)) -> np.ndarray:
         """Masks of ``rows`` as (k, size*size) uint8 0/1 vectors."""
         packed = np.asarray(self.packed[rows] if isinstance(rows, slice) else self.take(rows))
@@ -259,6 +272,43 @@ def load_dataset(path) -> Dataset:
         raise DatasetError(path, f"packed masks have shape {packed.shape}, metadata disagree")
     return Dataset(
         PatchTable.from_columns(columns), packed, int(meta["size"]), meta["method"], meta
+    )
+
+
+# --------------------------------------------------------------------------- subjects
+
+
+def patient_of(slide: str | os.PathLike) -> str:
+    """The patient of a slide: the first field of an NEDC stem (``00000008_s001_...``).
+
+    A stem without the NEDC fields is its own patient (an unnamed slide is never merged
+    with another one).
+    """
+    stem = Path(str(slide)).stem
+    head = stem.split("_", 1)[0]
+    return head if "_" in stem and head.isdigit() else stem
+
+
+def shared_subjects(a: Dataset, b: Dataset) -> dict[str, list[str]]:
+    """Patients and slides present in both datasets (train and eval should share none)."""
+    out = {}
+    for key, get in (("patients", lambda d: d.patients), ("slides", lambda d: d.slide_ids)):
+        common = set(get(a).tolist()) & set(get(b).tolist())
+        out[key] = sorted(common - {""})
+    return out
+
+
+def dependence_warning(a: Dataset, b: Dataset, names: tuple[str, str] = ("train", "eval")):
+    """One line when two datasets share patients or slides (their patches are not independent),
+    else None."""
+    shared = shared_subjects(a, b)
+    if not shared["patients"] and not shared["slides"]:
+        return None
+    first = ", ".join(shared["patients"][:3]) + (", ..." if len(shared["patients"]) > 3 else "")
+    return (
+        f"{names[0]} and {names[1]} share {len(shared['patients'])} patient(s) ({first}) and "
+        f"{len(shared['slides'])} slide(s): their patches are not independent, so the "
+        "evaluation is optimistic"
     )
 
 
@@ -496,6 +546,7 @@ def build_dataset(
     meta = _meta(
         method, size, channel, corpus=str(corpus.resolve()), split=split or "",
         inputs_hash=inputs_hash, slides=len(plan),
+        patients={Path(str(sl)).stem: patient_of(sl) for sl, *_ in plan},
     )  # fmt: skip
     _save(out, table, blocks(), meta)
     shutil.rmtree(work, ignore_errors=True)

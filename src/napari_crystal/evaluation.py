@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 
 from napari_crystal.errors import Cancelled, ModelError
+from napari_crystal import palette
 from napari_crystal.palette import label_order
-from napari_crystal.training import Model, packed_width, truth_labels
+from napari_crystal.training import Model, map_labels, packed_width, truth_labels
 
 #: Classes the study reports per-class accuracy for.
 STUDY_CLASSES = ("indc", "dcis", "nneo")
@@ -155,6 +156,51 @@ def _predict_tasks(model, packed, n, chunk, progress, cancel, scheduler, source)
 def model_truth(model: Model, labels: Sequence[str]) -> np.ndarray:
     """Ground truth for ``model``: labels mapped with the model's crystal policy."""
     return truth_labels(labels, model.crystals)
+
+
+#: How a model's predictions were scored (written into every report).
+SCORING_MERGED = "crystal predictions merged into their parents (truth has no crystal classes)"
+SCORING_KEPT = "crystal classes kept apart (truth has crystal classes)"
+
+
+def merge_proba(classes: Sequence[str], proba: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """Class probabilities with each crystal class's column added to its parent's."""
+    classes = [str(c) for c in classes]
+    merged = [c for c in classes if c not in palette.CRYSTAL_PARENT]
+    for child, parent in palette.CRYSTAL_PARENT.items():
+        if child in classes and parent not in merged:
+            merged.append(parent)
+    merged = label_order(merged)
+    out = np.zeros((len(proba), len(merged)), dtype=np.float32)
+    for j, c in enumerate(classes):
+        out[:, merged.index(palette.CRYSTAL_PARENT.get(c, c))] += proba[:, j]
+    return merged, out
+
+
+def score_space(
+    model: Model, labels: Sequence[str], predicted: Sequence[str], proba: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], str]:
+    """Truth, predictions, probabilities and classes as they are scored, and how.
+
+    A model that keeps crystal classes apart is scored with its crystal predictions merged
+    into their parents whenever the truth is merged (it has no crystal labels): a ``cidc``
+    prediction on an ``indc`` region is right. Only a truth with crystal labels is scored
+    with the classes kept apart. Other models never predict crystal classes.
+    """
+    truth = model_truth(model, labels)
+    pred = np.asarray(predicted, dtype=str)
+    classes = list(model.classes)
+    if model.crystals == "keep" and not np.isin(truth, palette.CRYSTAL_LABELS).any():
+        pred = map_labels(pred, "merge")[0]
+        classes, proba = merge_proba(classes, np.asarray(proba))
+        return truth, pred, proba, classes, SCORING_MERGED
+    return (
+        truth,
+        pred,
+        np.asarray(proba),
+        classes,
+        (SCORING_KEPT if model.crystals == "keep" else SCORING_MERGED),
+    )
 
 
 # ---------------------------------------------------------------- reports
@@ -349,6 +395,99 @@ def mcnemar(b: int, c: int) -> tuple[float, float, str]:
     return float(stat), float(chi2.sf(stat, 1)), "chi-square, continuity-corrected"
 
 
+def cluster_bootstrap_difference_ci(
+    right_a: Sequence[bool],
+    right_b: Sequence[bool],
+    clusters: Sequence,
+    level: float = 0.95,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """Accuracy difference ``a - b`` with a cluster (patient-level) bootstrap interval.
+
+    Patches of one patient are correlated, so whole clusters are resampled with replacement
+    (``n_boot`` times, seeded): each resample's difference is ``sum(right_a - right_b) /
+    patches`` over the drawn clusters; the interval is the percentile interval. With one
+    cluster per patch this is the ordinary paired bootstrap.
+    """
+    a = np.asarray(right_a, dtype=bool).reshape(-1)
+    b = np.asarray(right_b, dtype=bool).reshape(-1)
+    groups = np.asarray(clusters).reshape(-1)
+    if not len(a) == len(b) == len(groups) or len(a) == 0:
+        raise ValueError("right_a, right_b and clusters must have the same, non-zero length")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be at least 1, got {n_boot}")
+    _z(level)
+    _, index = np.unique(groups, return_inverse=True)
+    k = int(index.max()) + 1
+    diff = np.bincount(index, weights=a.astype(float) - b, minlength=k)
+    size = np.bincount(index, minlength=k).astype(float)
+    rng = np.random.default_rng(seed)
+    d = float(diff.sum() / size.sum())
+    stats = np.empty(n_boot)
+    for start in range(0, n_boot, 256):  # bounded memory: 256 x k draw counts at a time
+        m = min(256, n_boot - start)
+        draws = rng.integers(0, k, size=(m, k))
+        counts = np.zeros((m, k))
+        np.add.at(counts, (np.repeat(np.arange(m), k), draws.reshape(-1)), 1.0)
+        stats[start : start + m] = (counts @ diff) / (counts @ size)
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(stats, [alpha, 1 - alpha])
+    return d, float(lo), float(hi)
+
+
+def calibration(
+    truth: Sequence[str], proba: np.ndarray, classes: Sequence[str], bins: int = 10
+) -> dict[str, Any]:
+    """Brier score and expected calibration error of class probabilities.
+
+    Brier: mean over patches of ``sum_k (p_k - [truth = k])^2`` (0 best, 2 worst; equal to
+    ``sklearn.metrics.brier_score_loss(..., scale_by_half=False)``). ECE: the top class's
+    probability (confidence) binned into ``bins`` equal-width bins;
+    ``sum_b n_b / n |accuracy_b - confidence_b|``. ``bins`` lists each bin's count, mean
+    confidence and accuracy (the reliability diagram). A truth outside ``classes`` counts as
+    probability 0 for its class.
+    """
+    t = _as_labels(truth, "truth")
+    p = np.asarray(proba, dtype=np.float64)
+    classes = [str(c) for c in classes]
+    if p.shape != (len(t), len(classes)):
+        raise ValueError(f"proba has shape {p.shape}, expected {(len(t), len(classes))}")
+    if len(t) == 0:
+        raise ValueError("cannot measure calibration of zero predictions")
+    onehot = (t[:, None] == np.asarray(classes, dtype=str)[None, :]).astype(np.float64)
+    brier = float(np.mean(np.sum((p - onehot) ** 2, axis=1)))
+    top = np.argmax(p, axis=1)
+    conf = p[np.arange(len(t)), top]
+    right = np.asarray(classes, dtype=str)[top] == t
+    which = np.clip(np.ceil(conf * bins).astype(int) - 1, 0, bins - 1)  # (lo, hi] bins
+    table = []
+    ece = 0.0
+    for b in range(bins):
+        sel = which == b
+        n_b = int(sel.sum())
+        if n_b:
+            acc, cf = float(right[sel].mean()), float(conf[sel].mean())
+            ece += n_b / len(t) * abs(acc - cf)
+        else:
+            acc = cf = float("nan")
+        table.append({"lo": b / bins, "hi": (b + 1) / bins, "n": n_b, "confidence": cf,
+                      "accuracy": acc})  # fmt: skip
+    return {"brier": brier, "ece": float(ece), "bins": table, "n": len(t)}
+
+
+@dataclass
+class ClassDifference:
+    """One class's accuracy (recall) difference A - B on that class's patches."""
+
+    support: int
+    accuracy_a: float
+    accuracy_b: float
+    difference: float
+    wald_ci: tuple[float, float]
+    paired_ci: tuple[float, float]
+
+
 @dataclass
 class Comparison:
     """Model A against model B on the same patches (differences are A minus B)."""
@@ -372,6 +511,10 @@ class Comparison:
     report_a: Report
     report_b: Report
     test_set: str = ""
+    cluster_ci: tuple[float, float] | None = None
+    clusters: int = 0
+    bootstrap: dict[str, Any] = field(default_factory=dict)
+    per_class: dict[str, ClassDifference] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict."""
@@ -387,11 +530,16 @@ def compare(
     names: tuple[str, str] = ("A", "B"),
     classes: Iterable[str] | None = None,
     test_set: str = "",
+    clusters: Sequence | None = None,
+    n_boot: int = 2000,
+    seed: int = 0,
 ) -> Comparison:
     """Compare two models' predictions of the same patches.
 
     ``y_true`` must already be in the label space both predictions use (for a "keep" model
     against a "merge" one, map predictions and truth with `training.map_labels(..., "merge")`).
+    ``clusters`` (e.g. the patient of each patch) adds a cluster bootstrap interval
+    (``n_boot`` resamples, ``seed``). Per-class differences are given for `STUDY_CLASSES`.
     """
     t = _as_labels(y_true, "y_true")
     a = _as_labels(pred_a, "pred_a")
@@ -408,6 +556,23 @@ def compare(
     d, wlo, whi = wald_difference_ci(int(ra.sum()), n, int(rb.sum()), n, level)
     _, plo, phi = paired_difference_ci(b, c, n, level)
     stat, p, method = mcnemar(b, c)
+    cluster_ci, n_clusters, boot = None, 0, {}
+    if clusters is not None:
+        _, clo, chi = cluster_bootstrap_difference_ci(ra, rb, clusters, level, n_boot, seed)
+        cluster_ci, n_clusters = (clo, chi), len(np.unique(np.asarray(clusters)))
+        boot = {"resamples": n_boot, "seed": seed, "unit": "patient", "interval": "percentile"}
+    per_class = {}
+    for label in STUDY_CLASSES:
+        sel = t == label
+        n_k = int(sel.sum())
+        if n_k == 0:
+            continue
+        ka, kb = int(ra[sel].sum()), int(rb[sel].sum())
+        dk, wl, wh = wald_difference_ci(ka, n_k, kb, n_k, level)
+        _, pl, ph = paired_difference_ci(
+            int(np.sum(ra[sel] & ~rb[sel])), int(np.sum(~ra[sel] & rb[sel])), n_k, level
+        )
+        per_class[label] = ClassDifference(n_k, ka / n_k, kb / n_k, dk, (wl, wh), (pl, ph))
     return Comparison(
         name_a=names[0],
         name_b=names[1],
@@ -428,4 +593,8 @@ def compare(
         report_a=report_a,
         report_b=report_b,
         test_set=test_set,
+        cluster_ci=cluster_ci,
+        clusters=n_clusters,
+        bootstrap=boot,
+        per_class=per_class,
     )

@@ -23,11 +23,14 @@ from napari_crystal.errors import DatasetError
 from napari_crystal.evaluation import (
     Comparison,
     Report,
+    calibration,
     compare,
     evaluate,
     model_truth,
     predict_chunked,
+    score_space,
 )
+from napari_crystal.palette import CRYSTAL_PARENT
 from napari_crystal.parallel import scheduler_kind
 from napari_crystal.predictions import (
     MAX_SIDE,
@@ -37,7 +40,12 @@ from napari_crystal.predictions import (
     region_polygons,
     rows_of_slide,
 )
-from napari_crystal.reports import save_confusion_png, write_report_json, write_report_markdown
+from napari_crystal.reports import (
+    save_confusion_png,
+    save_reliability_png,
+    write_report_json,
+    write_report_markdown,
+)
 from napari_crystal.training import (
     Model,
     check_compatible,
@@ -51,6 +59,8 @@ Progress = Callable[[int, int], None] | None
 StepProgress = Callable[[str, int, int], None] | None
 
 WITH, WITHOUT = "with crystals", "without crystals"
+#: The matched-data control: without crystals, as many extra plain parents as crystals added.
+MATCHED = "matched data"
 
 
 def dataset_meta(dataset: Dataset) -> dict[str, Any]:
@@ -95,13 +105,21 @@ def train_on_dataset(
 
 @dataclass
 class Evaluation:
-    """A model's predictions on a dataset and the report they give."""
+    """A model's predictions on a dataset and the report they give.
+
+    ``truth``/``predicted`` are as scored (``scoring``: a keep model's crystal predictions
+    merged into their parents when the truth has no crystal classes); ``proba`` is the
+    model's, columns ``classes``; ``patients`` the patient of each patch.
+    """
 
     report: Report
     predicted: np.ndarray
     proba: np.ndarray
     truth: np.ndarray
     rows: np.ndarray | None = None  # dataset rows evaluated (None: all; feature sets skip some)
+    scoring: str = ""
+    classes: tuple[str, ...] = ()
+    patients: np.ndarray | None = None
 
 
 def evaluate_model(
@@ -123,9 +141,12 @@ def evaluate_model(
     """
     where = (dataset.meta or {}).get("path")
     features = (dataset.meta or {}).get("features")
+    threshold = dataset.method == "threshold" and not features
+    channel = (dataset.meta or {}).get("channel") if threshold else None
     check_compatible(
-        model, size=dataset.size, method=dataset.method, path=where, features=features
-    )
+        model, size=dataset.size, method=dataset.method, path=where, features=features,
+        channel=channel,
+    )  # fmt: skip
     if features:  # feature rows: patches skipped at extraction (NaN rows) are not scored
         from napari_crystal.training import finite_rows
 
@@ -141,9 +162,14 @@ def evaluate_model(
         model, dataset.packed, chunk=chunk, progress=progress, cancel=cancel, n_jobs=n_jobs,
         scheduler=scheduler, source=None if isinstance(dataset.packed, np.ndarray) else where,
     )  # fmt: skip
-    truth = model_truth(model, dataset.labels)
-    report = evaluate(truth, pred, model.classes, name=name, test_set=test_set)
-    return Evaluation(report, pred, proba, truth)
+    truth, pred, scored, classes, scoring = score_space(model, dataset.labels, pred, proba)
+    report = evaluate(truth, pred, classes, name=name, test_set=test_set)
+    report.meta["scoring"] = scoring
+    report.meta["calibration"] = calibration(truth, scored, classes)
+    return Evaluation(
+        report, pred, proba, truth, scoring=scoring, classes=tuple(model.classes),
+        patients=np.asarray(dataset.patients),
+    )  # fmt: skip
 
 
 def compare_evaluations(
@@ -153,11 +179,15 @@ def compare_evaluations(
     names: tuple[str, str] = ("A", "B"),
     level: float = 0.95,
     test_set: str = "",
+    n_boot: int = 2000,
+    seed: int = 0,
 ) -> Comparison:
     """Compare two models on the same patches, in a label space both share.
 
     A model that keeps crystal classes apart is compared with one that merges them after
     merging its predictions too, so a crystal region predicted as its parent counts as right.
+    When the patients are known, a patient-level bootstrap interval (``n_boot``, ``seed``)
+    is added.
     """
     if len(a.truth) != len(b.truth):
         raise ValueError("the two evaluations are not of the same patches")
@@ -167,7 +197,13 @@ def compare_evaluations(
         truth_a = map_labels(truth_a, "merge")[0]
         pa = map_labels(pa, "merge")[0]
         pb = map_labels(pb, "merge")[0]
-    return compare(truth_a, pa, pb, level=level, names=names, test_set=test_set)
+    clusters = a.patients if a.patients is not None and len(a.patients) == len(pa) else None
+    if clusters is not None and len(np.unique(clusters)) < 2:
+        clusters = None  # one patient: no between-patient variation to resample
+    return compare(
+        truth_a, pa, pb, level=level, names=names, test_set=test_set, clusters=clusters,
+        n_boot=n_boot, seed=seed,
+    )  # fmt: skip
 
 
 def write_reports(
@@ -177,17 +213,21 @@ def write_reports(
     *,
     title: str = "Evaluation",
     meta: dict[str, Any] | None = None,
+    reliability: bool = False,
 ) -> dict[str, Path]:
-    """Write ``report.json``, ``report.md`` and one confusion-matrix PNG per report."""
+    """Write ``report.json``, ``report.md`` and one confusion-matrix PNG per report, and with
+    ``reliability`` a reliability-diagram PNG per report that has calibration figures."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     files = {
         "json": write_report_json(reports, out / "report.json", comparisons, meta),
-        "markdown": write_report_markdown(reports, out / "report.md", comparisons, title),
+        "markdown": write_report_markdown(reports, out / "report.md", comparisons, title, meta),
     }
     for r in reports:
         stem = "-".join(filter(None, [_slug(r.name), _slug(r.test_set)])) or "model"
         files[f"confusion {stem}"] = save_confusion_png(r, out / f"confusion-{stem}.png")
+        if reliability and r.meta.get("calibration"):
+            files[f"reliability {stem}"] = save_reliability_png(r, out / f"reliability-{stem}.png")
     return files
 
 
@@ -204,6 +244,8 @@ class ExperimentResult:
     comparisons: list[Comparison]
     files: dict[str, Path]
     timings: dict[str, float] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 def eval_folder(corpus: Path) -> tuple[Path, str | None]:
@@ -226,6 +268,9 @@ def run_experiment(
     features: Sequence[str] | None = None,
     feature_options: dict[str, Any] | None = None,
     labels=None,
+    seed: int | None = None,
+    matched: str = "auto",
+    n_boot: int = 2000,
 ) -> ExperimentResult:
     """Datasets for train and eval, models with and without crystals, evaluation, comparison.
 
@@ -235,10 +280,14 @@ def run_experiment(
 
     ``scheduler`` (see `parallel.run_tasks`) runs dataset building and, unless it is local
     threads (where the forest's own threads serve better), prediction as dask tasks.
+    ``seed`` seeds the forests (else ``params``' ``random_state``, else 42) and the patient
+    bootstrap (``n_boot`` resamples). ``matched`` adds the matched-data control arm (see
+    `study.matched_dataset`): ``auto`` uses the corpus's ``matched/`` pool when there is one
+    and resamples train's plain parents otherwise; ``pool``, ``resample`` or ``none``.
 
     Everything lands in ``out``: ``datasets/`` (reused on a rerun when inputs are unchanged),
-    ``models/``, ``report.md``/``report.json`` laid out like the study's tables, confusion
-    PNGs and ``timings.json`` with the wall time of each step.
+    ``models/``, ``report.md``/``report.json`` laid out like the study's tables with a
+    Methods section, confusion and reliability PNGs and ``timings.json``.
     """
     if features is not None and list(features) != ["mask"] and labels is not None:
         where = labels if isinstance(labels, str | os.PathLike) else None
@@ -251,15 +300,26 @@ def run_experiment(
             params=params, scheduler=scheduler, n_jobs=n_jobs, chunk=chunk, progress=progress,
             **(feature_options or {}),
         )  # fmt: skip
+    from napari_crystal.dataset import dependence_warning
+    from napari_crystal.study import MATCHED_MODES, matched_dataset, methods_record
+
     corpus, out = Path(corpus), Path(out)
+    if matched not in MATCHED_MODES:
+        raise ValueError(f"matched must be one of {MATCHED_MODES}, not {matched!r}")
     if not (corpus / "train").is_dir():
         raise DatasetError(corpus, "corpus has no train/ folder (expected train/, dev/, eval/)")
     if not (corpus / "eval").is_dir():
         raise DatasetError(corpus, "corpus has no eval/ folder (expected train/, dev/, eval/)")
+    if matched == "pool" and not (corpus / "matched").is_dir():
+        raise DatasetError(corpus, "corpus has no matched/ folder for --matched pool")
     if external is not None and not Path(external).is_dir():
         raise DatasetError(external, "external corpus is not a folder")
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
+    params = dict(params or {})
+    if seed is not None:
+        params["random_state"] = int(seed)
+    seed = int(params.get("random_state", 42))
 
     def step(name: str):
         return None if progress is None else (lambda done, total: progress(name, done, total))
@@ -293,17 +353,37 @@ def run_experiment(
         )  # fmt: skip
         for name, (root, split) in sets.items()
     }
+    arms = [(WITH, "merge", train), (WITHOUT, "drop", train)]
+    matched_info = None
+    if matched != "none" and np.isin(train.labels, list(CRYSTAL_PARENT)).any():
+        pool = None
+        if matched in ("auto", "pool") and (corpus / "matched").is_dir():
+            pool = timed(
+                "dataset matched", build_dataset, corpus, "matched",
+                out / "datasets" / "matched.zarr", **data_opts,
+            )  # fmt: skip
+        matched_train, matched_info = matched_dataset(train, pool, seed)
+        arms.append((MATCHED, "drop", matched_train))
+    warnings = [
+        w
+        for name, ds in tests.items()
+        for w in [dependence_warning(train, ds, ("train", name))]
+        if w is not None
+    ]
 
     models = {}
-    for name, crystals in ((WITH, "merge"), (WITHOUT, "drop")):
+    for name, crystals, data in arms:
         model = timed(
-            f"train {name}", train_on_dataset, train, crystals=crystals, params=params,
+            f"train {name}", train_on_dataset, data, crystals=crystals, params=params,
             n_jobs=n_jobs,
         )  # fmt: skip
         save_model(model, out / "models" / f"{_slug(name)}.skops")
         models[name] = model
 
-    reports, comparisons = [], []
+    pairs = [(WITH, WITHOUT)]
+    if MATCHED in models:
+        pairs += [(WITH, MATCHED), (MATCHED, WITHOUT)]
+    reports, comparisons, all_evals = [], [], {}
     for test_name, dataset in tests.items():
         evals = {
             name: timed(
@@ -319,12 +399,18 @@ def run_experiment(
             )  # fmt: skip
             for name, model in models.items()
         }
+        all_evals[test_name] = evals
         reports += [e.report for e in evals.values()]
-        comparisons.append(
+        comparisons += [
             compare_evaluations(
-                evals[WITH], evals[WITHOUT], names=(WITH, WITHOUT), test_set=test_name
+                evals[a], evals[b], names=(a, b), test_set=test_name, n_boot=n_boot, seed=seed
             )
-        )
+            for a, b in pairs
+        ]
+    methods = methods_record(
+        corpus=corpus, train=train, models=models, evaluations=all_evals, seed=seed,
+        n_boot=n_boot, matched=matched_info, warnings=warnings,
+    )  # fmt: skip
     meta = {
         "corpus": str(corpus),
         "external": None if external is None else str(external),
@@ -334,11 +420,14 @@ def run_experiment(
         "train_class_counts": dict(models[WITH].class_counts),
         "test_patches": {name: len(ds) for name, ds in tests.items()},
         "timings_s": timings,
+        "methods": methods,
     }
-    files = write_reports(out, reports, comparisons, title="Crystal experiment", meta=meta)
+    files = write_reports(
+        out, reports, comparisons, title="Crystal experiment", meta=meta, reliability=True
+    )
     files["timings"] = out / "timings.json"
     atomic_write(files["timings"], (json.dumps(timings, indent=1) + "\n").encode())
-    return ExperimentResult(out, reports, comparisons, files, timings)
+    return ExperimentResult(out, reports, comparisons, files, timings, meta, warnings)
 
 
 # ----------------------------------------------------------------- predictions on one slide

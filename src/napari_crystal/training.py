@@ -564,8 +564,9 @@ def check_compatible(
     method: str | None = None,
     path: str | os.PathLike | None = None,
     features: dict | None | str = "unchecked",
+    channel: str | None = None,
 ) -> None:
-    """Raise `ModelError` when a dataset's mask size or method differs from the model's.
+    """Raise `ModelError` when a dataset's mask size, method or channel differs from the model's.
 
     ``features`` is the dataset's feature settings (``None``: packed masks); a different
     feature set, resolution or stain reference is refused naming both settings.
@@ -596,4 +597,11 @@ def check_compatible(
         raise ModelError(
             where,
             f"dataset masks were made with method {method!r} but the model with {model.method!r}",
+        )
+    trained = (model.meta or {}).get("channel")
+    if channel is not None and trained is not None and channel != trained:
+        raise ModelError(
+            where,
+            f"dataset masks were thresholded on the {channel!r} channel but the model was "
+            f"trained on {trained!r} masks",
         )

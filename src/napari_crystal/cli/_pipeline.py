@@ -150,6 +150,23 @@ def register(subparsers) -> None:
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--scheduler", default=None, help=SCHEDULER_HELP)
     _feature_options(p, several=True)
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="repeat over N seeds (forest, bootstrap and, for a synthetic corpus, the corpus "
+        "itself); OUT gets seed-*/ and summary.md (default 1)",
+    )
+    p.add_argument(
+        "--matched",
+        choices=("auto", "pool", "resample", "none"),
+        default="auto",
+        help="matched-data control arm: the corpus's matched/ pool (auto when present), "
+        "train's plain parents resampled, or none (default auto)",
+    )
+    p.add_argument(
+        "--bootstrap", type=int, default=2000, help="patient bootstrap resamples (default 2000)"
+    )
     _forest_options(p)
     _labels_option(p)
     _common(p)
@@ -251,33 +268,65 @@ def run_compare(args: argparse.Namespace) -> int:
 
 
 def run_experiment_cmd(args: argparse.Namespace) -> int:
-    from napari_crystal.experiment import run_experiment
+    from napari_crystal.cli import fail
     from napari_crystal.features.experiment import parse_feature_sets
-    from napari_crystal.reports import comparison_text
+    from napari_crystal.reports import comparison_text, methods_summary
 
     try:
         features = parse_feature_sets(args.features)
     except ValueError as exc:
-        from napari_crystal.cli import fail
-
         return fail(str(exc))
-    options = {"mpp": args.mpp, "max_side": args.max_side, "stain": args.stain,
-               "stain_reference": args.stain_reference}  # fmt: skip
+    if args.seeds < 1:
+        return fail(f"--seeds must be at least 1, got {args.seeds}")
+    if args.bootstrap < 1:
+        return fail(f"--bootstrap must be at least 1, got {args.bootstrap}")
+    feature_options = {"mpp": args.mpp, "max_side": args.max_side, "stain": args.stain,
+                       "stain_reference": args.stain_reference}  # fmt: skip
+    options = {
+        "external": args.external,
+        "method": args.method,
+        "size": args.size,
+        "params": _forest_params(args),
+        "scheduler": args.scheduler,
+        "n_jobs": args.jobs,
+        "matched": args.matched,
+        "n_boot": args.bootstrap,
+        "features": None if features == ["mask"] else features,
+        "feature_options": None if features == ["mask"] else feature_options,
+        "labels": args.labels,
+    }
+    if args.seeds > 1:
+        from napari_crystal.study import run_seeds
+
+        if args.seed is not None:
+            return fail("--seed and --seeds together: --seeds takes its seeds from the corpus")
+        options["params"].pop("random_state", None)
+        with StepBars(args.quiet) as bars:
+            result = run_seeds(args.corpus, args.out, args.seeds, progress=bars, **options)
+        for w in sorted({w for run in result.runs for w in run.warnings}):
+            warn(w)
+        for line in methods_summary(result.summary.get("methods") or {}):
+            print(line)
+        for note in result.notes:
+            print(f"note: {note}")
+        for test, t in result.summary["tests"].items():
+            for key, e in t["comparisons"].items():
+                d = e["difference"]
+                print(
+                    f"{test}: {key}: mean {100 * d['mean']:+.2f} pp (SD {100 * d['sd']:.2f}, "
+                    f"{len(result.seeds)} seeds), 95% interval of the mean "
+                    f"[{100 * d['lo']:+.2f}, {100 * d['hi']:+.2f}]"
+                )
+        print(f"summary: {result.files['markdown']}")
+        return 0
+    from napari_crystal.experiment import run_experiment
+
     with StepBars(args.quiet) as bars:
-        result = run_experiment(
-            args.corpus,
-            args.out,
-            external=args.external,
-            method=args.method,
-            size=args.size,
-            params=_forest_params(args),
-            scheduler=args.scheduler,
-            n_jobs=args.jobs,
-            progress=bars,
-            features=None if features == ["mask"] else features,
-            feature_options=None if features == ["mask"] else options,
-            labels=args.labels,
-        )
+        result = run_experiment(args.corpus, args.out, progress=bars, **options)
+    for w in result.warnings:
+        warn(w)
+    for line in methods_summary(result.meta.get("methods") or {}):
+        print(line)
     for r in result.reports:
         print(
             f"{r.test_set}: {r.name}: {r.correct}/{r.n} correct, accuracy {100 * r.accuracy:.1f}%"
