@@ -13,8 +13,9 @@ often plain parents in *train* are calcified (``natural``: as often as in eval; 
 old generator's behaviour, which builds an advantage for the crystal model in; or a rate).
 Patients have one to a few slides (the stem's first field is the patient), region sizes run
 from ~100 px to several thousand (masks then come from coarser pyramid levels), and a
-``matched/`` split holds as many fresh plain parents as train has crystals, for the
-matched-data control arm.
+``matched/`` split holds, for the matched-data control arm, as many plain parents as train
+has crystals, drawn like the crystal regions (calcified) but with a calcification look that
+says nothing about the class: at effect 0 they are exchangeable with the crystal regions.
 """
 
 from __future__ import annotations
@@ -200,14 +201,18 @@ def calcification_rates(p: Preset, split: str) -> dict[str, float]:
 
     At effect 1 only the parent classes calcify, at ``calcified_parents``' rates; at effect 0
     every class calcifies at their mean rate (presence says nothing about the class); in
-    between, a linear mix. In train and matched, the protocol decides the parents' rates.
+    between, a linear mix. In train the protocol decides the parents' rates. The ``matched``
+    pool's plain parents stand in for train's crystal regions: all calcified, with a
+    calcification look drawn at random from the three crystal classes (no class signal).
     """
     common = float(np.mean(list(p.calcified_parents.values()))) if p.calcified_parents else 0.0
     e = p.effect
     rates = {
         label: e * p.calcified_parents.get(label, 0.0) + (1 - e) * common for label in NEDC_LABELS
     }
-    if split in ("train", "matched") and p.protocol != "natural":
+    if split == "matched":  # stand-ins for the crystal regions: every one calcified
+        return {parent: 1.0 for parent in _CHILD}
+    if split == "train" and p.protocol != "natural":
         rate = 0.0 if p.protocol == "never" else float(p.protocol)
         for parent in _CHILD:
             rates[parent] = rate
@@ -510,7 +515,7 @@ def generate_corpus(
                 cell=p.cell,
                 mpp=p.mpp,
                 calcified_parents=rates,
-                effect=p.effect,
+                effect=0.0 if split == "matched" else p.effect,
                 sizes=s.sizes,
                 progress=step,
             )
