@@ -111,8 +111,9 @@ def test_fcbr_preset_follows_the_study():
     for parent, child in (("nneo", "cnno"), ("dcis", "cdcs"), ("indc", "cidc")):
         assert train[parent] < train[child]  # crystals add most of the parents' examples
     plan = corpus_plan("fcbr")
-    assert sum(len(labels) for _, labels in plan["eval"]) == 18224
-    assert all(shape[0] <= 6144 and shape[1] <= 8192 for shape, _ in plan["eval"])
+    assert sum(len(s.labels) for s in plan["eval"]) == 18224
+    plain = [s for s in plan["eval"] if not any(s.sizes)]  # slides grow only for large regions
+    assert plain and all(s.shape[0] <= 6144 and s.shape[1] <= 8192 for s in plain)
 
 
 def test_deterministic_for_a_seed(tmp_path):
@@ -148,7 +149,8 @@ def test_progress_and_bad_preset(tmp_path):
     )
     assert calls[0][0] == 0 and calls[-1][0] == calls[-1][1] > 0
     assert [d for d, _ in calls] == sorted(d for d, _ in calls)
-    assert len(list(out.rglob("*.svs"))) == 3
+    assert len(list(out.rglob("*.svs"))) == 4  # train, dev, eval and the matched/ pool
+    assert len(list((out / "matched").glob("*.svs"))) == 1
     assert not list(out.rglob(".pyramid-*"))  # no temporary files left behind
     with pytest.raises(ValueError, match="unknown preset"):
         generate_corpus(tmp_path / "x", preset="huge")
@@ -169,6 +171,6 @@ def test_synth_command(tmp_path, monkeypatch, capsys):
     assert main(["synth", str(tmp_path / "c"), "--preset", "tiny", "--seed", "3", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "train: 1 slides, 2 regions" in out and "wrote" in out
-    assert len(list((tmp_path / "c").rglob("*.xml"))) == 3
+    assert len(list((tmp_path / "c").rglob("*.xml"))) == 4  # with the matched/ pool
     with pytest.raises(SystemExit):
         main(["synth", str(tmp_path / "d"), "--preset", "enormous"])

@@ -396,7 +396,8 @@ class SlidePlan:
 
 def _fits(shape: tuple[int, int], cell: int, spans: list[int]) -> bool:
     gr, gc = shape[0] // cell - 2, shape[1] // cell - 2
-    return max(spans, default=1) <= min(gr, gc) and sum(s * s for s in spans) <= 0.6 * gr * gc
+    large = sum(s * s for s in spans if s > 1)  # blocks: leave slack for packing them
+    return max(spans, default=1) <= min(gr, gc) and spans.count(1) + 1.5 * large <= gr * gc
 
 
 def _split_slides(
@@ -422,6 +423,8 @@ def _split_slides(
         scale_r, scale_c = rng.uniform(0.85, 1.0, 2)
         shape = (int(rows * scale_r) // 16 * 16, int(cols * scale_c) // 16 * 16)
         spans = [_span(s, preset.cell) if s else 1 for s in big]
+        if not _fits(shape, preset.cell, spans):
+            shape = (rows, cols)
         while not _fits(shape, preset.cell, spans):
             shape = (shape[0] + 512, shape[1] + 512)
         out.append((shape, chunk, big))
