@@ -147,13 +147,19 @@ def test_experiment_on_tiny_corpus(tiny_corpus, tmp_path, capsys):
     out = tmp_path / "study"
     assert main(["experiment", str(tiny_corpus), "--out", str(out), "--quiet"]) == 0
     text = capsys.readouterr().out
-    assert "with crystals" in text and "McNemar p" in text
+    assert "with crystals" in text and "McNemar p" in text and "patient bootstrap" in text
+    assert "training patches: with crystals 67; without crystals 50; matched data 67" in text
     report = (out / "report.md").read_text()
-    for heading in ("## Overall", "## Per-class accuracy", "## Model comparison"):
+    for heading in ("## Methods", "## Test set: eval", "patient bootstrap CI", "Brier score"):
         assert heading in report
     doc = json.loads((out / "report.json").read_text())
-    assert [r["name"] for r in doc["reports"]] == ["with crystals", "without crystals"]
-    assert doc["meta"]["train_class_counts"]
+    names = ["with crystals", "without crystals", "matched data"]
+    assert [r["name"] for r in doc["reports"]] == names
+    methods = doc["meta"]["methods"]
+    assert set(methods["training_counts"]) == set(names)
+    assert methods["synthetic"]["preset"] == "tiny" and methods["seeds"]["forest"] == 42
+    assert set(methods["versions"]) >= {"scikit-learn", "imbalanced-learn", "scikit-image"}
+    assert len(list(out.glob("reliability-*.png"))) == 3
     assert (out / "models" / "with-crystals.skops").is_file()
     assert set(json.loads((out / "timings.json").read_text())) >= {
         "dataset train",

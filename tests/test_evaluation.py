@@ -163,20 +163,23 @@ def test_markdown_has_the_study_tables(reports, tmp_path):
     comp = reports
     text = report_markdown([comp.report_a, comp.report_b], [comp], title="Crystal study")
     assert text.startswith("# Crystal study")
-    # overall: A 17/20, B 10/20
-    assert "| with crystals | eval | 20 | 17 | 3 | 85.0% |" in text
-    assert "| without crystals | eval | 20 | 10 | 10 | 50.0% |" in text
-    # per-class accuracy (recall) of indc, dcis, nneo for A: 7/8, 5/6, 5/6
-    assert "| with crystals | eval | 87.5% (n=8) | 83.3% (n=6) | 83.3% (n=6) |" in text
+    # one table per test set, models as columns: A 17/20, B 10/20
+    assert "## Test set: eval (20 patches)" in text
+    assert "| | with crystals | without crystals |" in text
+    assert "| correct | 17 | 10 |" in text and "| accuracy | 85.0% | 50.0% |" in text
+    # per-class accuracy (recall) of indc, dcis, nneo: A 7/8, 5/6, 5/6; B 4/8, 3/6, 3/6
+    assert "| indc accuracy (n=8) | 87.5% | 50.0% |" in text
     assert "| dcis | 6 | 7 | 0.714 | 0.833 | 0.769 |" in text  # A: 5 of 7 dcis calls right
     # b = 7, c = 0: exact p = 2/2^7; Wald se = sqrt(.85*.15/20 + .5*.5/20) = 0.137386,
-    # paired se = sqrt(7 - 49/20)/20 = 0.106654
+    # paired se = sqrt(7 - 49/20)/20 = 0.106654; two decimals, in percentage points
     assert (
-        "| eval | with crystals | without crystals | 85.0% | 50.0% | +35.0 pp | [+8.1, +61.9] "
-        "| [+14.1, +55.9] | 7 | 0 | 0.000 | 0.0156 | exact binomial |"
+        "| with crystals - without crystals | +35.00 | [+8.07, +61.93] | [+14.10, +55.90] | - "
+        "| 7 | 0 | 0.000 | 0.0156 | exact binomial |"
     ) in text
+    # per-class difference on indc: 7/8 - 4/8 = +37.50 pp
+    assert "| with crystals - without crystals | indc | 8 | 87.5% | 50.0% | +37.50 |" in text
     out = write_report_markdown([comp.report_a], tmp_path / "r.md", [comp])
-    assert out.read_text().count("## Model comparison") == 1
+    assert out.read_text().count("A - B | difference") == 1
 
 
 def test_confusion_png_and_figure(reports, tmp_path):

@@ -61,8 +61,8 @@ class Preset:
 
     ``calcified_parents``: share of plain parent regions with (unannotated) calcifications in
     eval/dev at ``effect`` 1 (and in train under the ``natural`` protocol). ``large_share`` of
-    the regions get a diameter drawn log-uniformly between ``2 * cell`` and ``large_max``
-    level-0 pixels (the rest fill one grid cell, ~100-240 px). ``slides_per_patient`` is the
+    the regions (at least one per split) get a diameter drawn log-uniformly between
+    ``large_min`` (default ``2 * cell``) and ``large_max`` level-0 pixels (the rest fill one grid cell, ~100-240 px). ``slides_per_patient`` is the
     range of slides one patient contributes to a split.
     """
 
@@ -80,6 +80,7 @@ class Preset:
     slides_per_patient: tuple[int, int] = (1, 3)
     large_share: float = 0.0
     large_max: int = 0
+    large_min: int = 0  # default 2 * cell
     description: str = ""
 
 
@@ -131,7 +132,8 @@ PRESETS: dict[str, Preset] = {
         cell=256,
         regions_per_slide=30,
         large_share=0.02,
-        large_max=1400,
+        large_min=1400,
+        large_max=1700,
         description="CI and quick checks: every class, a few regions read at level 1",
     ),
     "small": Preset(
@@ -410,8 +412,9 @@ def _split_slides(
         raise ValueError(f"unknown labels in preset {preset.name}: {sorted(unknown)}")
     labels = [labels[i] for i in rng.permutation(len(labels))]
     sizes = [0.0] * len(labels)
-    if preset.large_share > 0 and preset.large_max > 2 * preset.cell:
-        lo, hi = math.log(2 * preset.cell), math.log(preset.large_max)
+    low = preset.large_min or 2 * preset.cell
+    if preset.large_share > 0 and preset.large_max > low:
+        lo, hi = math.log(low), math.log(preset.large_max)
         n_large = max(1, round(preset.large_share * len(labels)))
         for i in rng.choice(len(labels), size=min(n_large, len(labels)), replace=False):
             sizes[int(i)] = round(math.exp(rng.uniform(lo, hi)), 1)
