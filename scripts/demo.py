@@ -97,12 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     """Run the demo; print where the corpus, the report and the views are."""
     parser = argparse.ArgumentParser(prog="python -m scripts.demo")
     parser.add_argument("--out", type=Path, default=Path("demo-output"))
-    parser.add_argument("--preset", default="small", choices=("tiny", "small", "fcbr"))
+    parser.add_argument("--preset", default="small", choices=("tiny", "small", "negative", "fcbr"))
     parser.add_argument("--no-napari", action="store_true", help="skip the napari screenshot")
     args = parser.parse_args(argv)
 
     from napari_crystal.dataset import slide_files
     from napari_crystal.experiment import run_experiment
+    from napari_crystal.reports import methods_summary
     from napari_crystal.synthetic import generate_corpus
 
     start = time.perf_counter()
@@ -124,13 +125,28 @@ def main(argv: list[str] | None = None) -> int:
     with StepBars() as bars:
         result = run_experiment(corpus, args.out / "experiment", progress=bars, n_jobs=-1)
     print()
+    print("Methods")
+    for line in methods_summary(result.meta.get("methods") or {}):
+        print(f"  {line}")
+    for w in result.warnings:
+        print(f"  warning: {w}")
+    print("Results")
     for r in result.reports:
-        print(f"{r.test_set}: {r.name}: {r.correct}/{r.n} correct ({100 * r.accuracy:.1f}%)")
+        cal = r.meta.get("calibration") or {}
+        print(
+            f"  {r.test_set}: {r.name}: {r.correct}/{r.n} correct ({100 * r.accuracy:.1f}%), "
+            f"Brier {cal.get('brier', float('nan')):.3f}, ECE {cal.get('ece', float('nan')):.3f}"
+        )
     for c in result.comparisons:
         lo, hi = c.wald_ci
+        boot = ""
+        if c.cluster_ci is not None:
+            boot = (
+                f", patient bootstrap {100 * c.cluster_ci[0]:+.2f} to {100 * c.cluster_ci[1]:+.2f}"
+            )
         print(
-            f"{c.test_set}: with - without crystals = {100 * c.difference:+.1f} pp "
-            f"(95% CI {100 * lo:+.1f} to {100 * hi:+.1f}), McNemar p = {c.mcnemar_p:.3g}"
+            f"  {c.test_set}: {c.name_a} - {c.name_b} = {100 * c.difference:+.2f} pp "
+            f"(95% Wald CI {100 * lo:+.2f} to {100 * hi:+.2f}{boot}), McNemar p = {c.mcnemar_p:.3g}"
         )
     print(f"views: {', '.join(str(v) for v in views)}")
     print(f"report: {result.files['markdown']}")

@@ -254,6 +254,13 @@ def _test_tables(
                     f"{c.mcnemar_statistic:.3f} | {_format_p(c.mcnemar_p)} | {c.mcnemar_method} |"
                 )
             out.append("")
+            few = min((c.clusters for c in cs if c.clusters), default=0)
+            if few and few < 10:
+                out += [
+                    f"Only {few} patients: a bootstrap over so few clusters understates the "
+                    "spread; read the Wald and paired intervals, or repeat over seeds.",
+                    "",
+                ]
             if any(c.per_class for c in cs):
                 out += [
                     "Per-class accuracy differences (on that class's patches):",
