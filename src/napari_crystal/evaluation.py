@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from napari_crystal.errors import Cancelled, ModelError
 from napari_crystal import palette
+from napari_crystal.errors import Cancelled, ModelError
 from napari_crystal.palette import label_order
 from napari_crystal.training import Model, map_labels, packed_width, truth_labels
 
