@@ -597,7 +597,12 @@ def seeds_markdown(summary: dict[str, Any]) -> str:
                 f"| {key} | {_fmt_mean(d, sign=True)} | {_ci((d['lo'], d['hi']))} | {covers} "
                 f"| {e['seeds_excluding_0']}/{len(e['seeds'])} |"
             )
-        out += ["", "Per-class differences (mean ± SD over seeds, pp):", ""]
+        out += [
+            "",
+            "Per-class accuracy differences on that class's patches (pp): mean ± SD over "
+            f"seeds and the {100 * level:g}% t interval of the mean.",
+            "",
+        ]
         classes = list(dict.fromkeys(k for e in t["comparisons"].values() for k in e["per_class"]))
         out.append("| A - B | " + " | ".join(classes) + " |")
         out.append("|---|" + "---:|" * len(classes))
@@ -605,7 +610,14 @@ def seeds_markdown(summary: dict[str, Any]) -> str:
             out.append(
                 f"| {key} | "
                 + " | ".join(
-                    _fmt_mean(e["per_class"][k], sign=True) if k in e["per_class"] else "-"
+                    _fmt_mean(e["per_class"][k], sign=True)
+                    + (
+                        " " + _ci((e["per_class"][k]["lo"], e["per_class"][k]["hi"]))
+                        if e["per_class"][k]["n"] > 1
+                        else ""
+                    )
+                    if k in e["per_class"]
+                    else "-"
                     for k in classes
                 )
                 + " |"
