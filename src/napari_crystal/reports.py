@@ -500,6 +500,7 @@ def feature_sets_markdown(
             names = ", ".join(f"{name} {value:.3f}" for name, value in top)
             out.append(f"  - top features ({crystal}): {names}")
     out.append("")
+    return "\n".join(out)
 
 
 def plot_reliability(report: Report, ax: Any = None) -> Any:
