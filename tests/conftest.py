@@ -16,6 +16,12 @@ REAL_SVS = SHARED / "data" / "slides" / "CMU-1-small-region.svs"
 os.environ.setdefault("NAPARI_STRICT_QT", "raise")
 
 
+@pytest.fixture(autouse=True)
+def _widget_config(tmp_path_factory, monkeypatch):
+    """Each test's widgets start from their defaults: remembered fields go to a fresh folder."""
+    monkeypatch.setenv("NAPARI_CRYSTAL_CONFIG", str(tmp_path_factory.mktemp("config")))
+
+
 @pytest.fixture(scope="session")
 def real_svs() -> Path:
     """The real Aperio slide from ../shared; skip where ../shared is absent."""

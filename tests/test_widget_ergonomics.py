@@ -105,3 +105,56 @@ def test_training_asks_before_replacing_a_model_file(make_napari_viewer, tmp_pat
     assert model.read_bytes() == b"an earlier model"
     if not replace:
         assert "model.skops kept as it was" in widget.status.value
+
+
+def test_fields_are_remembered_between_sessions(make_napari_viewer, qtbot, tmp_path):
+    import json
+    import os
+
+    from napari_crystal.plugin.widgets import _persist
+    from napari_crystal.plugin.widgets.train_widget import TrainWidget
+
+    viewer = make_napari_viewer()
+    first = TrainWidget(viewer)
+    viewer.window.add_dock_widget(first)
+    first.n_estimators.value = 123
+    first.criterion.value = "entropy"
+    first.dataset_path.value = tmp_path
+    qtbot.wait(_persist.SAVE_DELAY_MS + 200)
+    folder = _persist.config_dir()
+    assert os.environ["NAPARI_CRYSTAL_CONFIG"] == str(folder)  # not napari's settings
+    assert sorted(p.name for p in folder.iterdir()) == [_persist.FILE_NAME]  # no temporaries
+    saved = json.loads((folder / _persist.FILE_NAME).read_text())["train"]
+    assert saved["n_estimators"] == 123 and saved["dataset"] == str(tmp_path)
+
+    second = TrainWidget(viewer)  # the next session
+    viewer.window.add_dock_widget(second)
+    assert second.n_estimators.value == 123 and second.criterion.value == "entropy"
+    assert str(second.dataset_path.value) == str(tmp_path)
+
+
+def test_remembered_values_that_no_longer_fit_are_skipped(make_napari_viewer, tmp_path):
+    import json
+
+    from napari_crystal.plugin.widgets import _persist
+    from napari_crystal.plugin.widgets.train_widget import TrainWidget
+
+    folder = _persist.config_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / _persist.FILE_NAME).write_text(
+        json.dumps(
+            {
+                "train": {
+                    "criterion": "no such criterion",
+                    "n_estimators": 77,
+                    "dataset": str(tmp_path / "gone.zarr"),
+                }
+            }
+        )  # fmt: skip
+    )
+    viewer = make_napari_viewer()
+    widget = TrainWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    assert widget.n_estimators.value == 77
+    assert widget.criterion.value == "gini"  # the default, not an error
+    assert "gone.zarr" not in str(widget.dataset_path.value)

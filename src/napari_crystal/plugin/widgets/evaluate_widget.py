@@ -39,6 +39,7 @@ from napari_crystal.plugin.widgets._layers import (
     slide_path,
     slide_shape,
 )
+from napari_crystal.plugin.widgets._persist import remember
 from napari_crystal.plugin.widgets._runner import Runner
 from napari_crystal.plugin.widgets._ui import FixedRadioButtons, scroll_body
 from napari_crystal.plugin.widgets.overlay import add_overlay_layers
@@ -139,6 +140,11 @@ class EvaluateWidget(Container):
         viewer.events.theme.connect(self._show_report)
         self._on_source()
         self._set_results_visible(False)
+        remember("evaluate", {
+            "model": self.model, "model_b": self.model_b, "dataset": self.dataset,
+            "patches": self.patches, "frame": self.frame, "window": self.window,
+            "threshold": self.threshold,
+        })  # fmt: skip
 
     # ---------------------------------------------------------------- form
     def _refresh(self, *_: Any) -> None:

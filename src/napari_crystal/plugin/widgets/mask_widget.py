@@ -45,6 +45,7 @@ from napari_crystal.plugin.widgets._layers import (
     shapes_annotation,
     slide_path,
 )
+from napari_crystal.plugin.widgets._persist import remember
 from napari_crystal.plugin.widgets._runner import Runner
 from napari_crystal.plugin.widgets._ui import count_table, job_row, scroll_body, wrapped
 
@@ -200,6 +201,10 @@ class MaskWidget(Container):
         self._layers_changed()
         self._on_source()
         self.save_button.enabled = False
+        remember("masks", {
+            "corpus": self.corpus, "split": self.split, "method": self.method,
+            "channel": self.channel, "size": self.size,
+        })  # fmt: skip
 
     # ------------------------------------------------------------------ choices
 

@@ -38,6 +38,7 @@ from napari_crystal.plugin.widgets._layers import (
     slide_path,
     slide_shape,
 )
+from napari_crystal.plugin.widgets._persist import remember
 from napari_crystal.plugin.widgets._runner import Runner
 from napari_crystal.predictions import PredictionMap, build_prediction_map
 
@@ -444,6 +445,7 @@ class PredictionOverlayWidget(Container):
         viewer.layers.events.inserted.connect(self._refresh)
         viewer.layers.events.removed.connect(self._refresh)
         self._refresh()
+        remember("overlay", {"model": self.model, "dataset": self.dataset})
 
     def _refresh(self, *_: Any) -> None:
         preselect(self.slide, is_slide_layer)

@@ -27,6 +27,7 @@ from magicgui.widgets import (
 
 from napari_crystal import palette
 from napari_crystal.io.slide import SLIDE_SUFFIXES
+from napari_crystal.plugin.widgets._persist import remember
 from napari_crystal.plugin.widgets._runner import Runner
 from napari_crystal.plugin.widgets._ui import job_row, scroll_body, wrapped
 from napari_crystal.slidemap import PRESETS, LoadedMap, load_slide_map, predict_slide_map
@@ -87,6 +88,10 @@ class PredictWidget(Container):
             [self.slide, self.model, self.out, self.preset, self.frame, self.window,
              self.opacity, self.button, job_row(self.bar, self.cancel), self.info],
         )  # fmt: skip
+        remember("predict", {
+            "model": self.model, "preset": self.preset, "frame": self.frame,
+            "window": self.window,
+        })  # fmt: skip
         viewer.mouse_move_callbacks.append(self._hover)
 
     def _preset_changed(self, value: str) -> None:

@@ -31,6 +31,7 @@ from napari_crystal.dataset import Dataset, load_dataset
 from napari_crystal.errors import Cancelled, CrystalError, DatasetError, ModelError
 from napari_crystal.experiment import train_on_dataset
 from napari_crystal.plugin.widgets._layers import mask_dataset
+from napari_crystal.plugin.widgets._persist import remember
 from napari_crystal.plugin.widgets._runner import Runner, collection_paused
 from napari_crystal.plugin.widgets._ui import (
     confirm_overwrite,
@@ -176,6 +177,14 @@ class TrainWidget(Container):
         # the first training would otherwise import the libraries mid-run, stalling the loop
         self.warmup = threading.Thread(target=_import_training_libraries, daemon=True)
         self.warmup.start()
+        names = [
+            "n_estimators", "criterion", "max_features", "max_depth", "min_samples_split",
+            "min_samples_leaf", "sampling_strategy", "replacement", "bootstrap", "random_state",
+        ]  # fmt: skip
+        remember("train", {
+            "dataset": self.dataset_path, "crystals": self.crystals, "n_jobs": self.n_jobs,
+            **{name: getattr(self, name) for name in names},
+        })  # fmt: skip
 
     @property
     def params(self) -> dict[str, Any]:
