@@ -461,12 +461,14 @@ def predict_slide(
     cancel: threading.Event | None = None,
     n_jobs: int | None = None,
     dataset=None,
+    tissue: bool = False,
 ) -> SlidePredictions:
     """Masks of a slide's patches made the model's way, predicted, and evaluated where labelled.
 
     ``patches="regions"``: one patch per annotated region. ``"frames"``: NEDC frames over the
     whole slide; frames no region labels are predicted but not scored (no report when none is
-    labelled). ``slide`` is an open ``Slide`` or a path; ``annotation`` an ``Annotation``.
+    labelled); with ``tissue`` only frames on tissue (`tissue.tissue_mask`), not blank glass.
+    ``slide`` is an open ``Slide`` or a path; ``annotation`` an ``Annotation``.
     ``dataset``: masks already made for this slide the same way (a second model's run).
     """
     from napari_crystal.dataset import Dataset, dataset_for_slide
@@ -490,9 +492,14 @@ def predict_slide(
             )
         table = None
         if dataset is None and patches == "frames":
+            mask = None
+            if tissue:
+                from napari_crystal.tissue import tissue_mask
+
+                mask = tissue_mask(opened)
             table = frame_patches(
                 annotation, opened.shape, frame, window, threshold, slide=str(opened.path),
-                downsamples=list(opened.downsamples), size=model.size,
+                downsamples=list(opened.downsamples), size=model.size, tissue=mask,
             )  # fmt: skip
         method = model.method or "threshold"
         channel = (model.meta or {}).get("channel") or "grey"
@@ -725,13 +732,14 @@ def evaluate_models_on_slide(
     window: int = 500,
     threshold: float = 0.5,
     level: float = 0.95,
+    tissue: bool = False,
     progress: Progress = None,
     cancel: threading.Event | None = None,
 ) -> EvaluationRun:
     """`predict_slide` for one or two models on one slide, scored where labelled, compared.
 
     Without an ``annotation`` the slide's NEDC frames are predicted (none is scored). Two
-    models whose masks are made the same way share them.
+    models whose masks are made the same way share them. ``tissue``: frames on tissue only.
     """
     from napari_crystal.io.annotation import Annotation
     from napari_crystal.io.slide import open_slide
@@ -757,6 +765,7 @@ def evaluate_models_on_slide(
                     progress=_share(progress, k, len(models)),
                     cancel=cancel,
                     dataset=same[0].dataset if same else None,
+                    tissue=tissue,
                 )  # fmt: skip
             )
         if shape is None:

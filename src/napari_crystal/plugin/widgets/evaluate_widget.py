@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import (
+    CheckBox,
     ComboBox,
     Container,
     FileEdit,
@@ -89,6 +90,7 @@ class EvaluateWidget(Container):
         self.window = SpinBox(label="window (px)", value=500, min=8, max=20_000)
         self.threshold = FloatSpinBox(label="frame threshold", value=0.5, min=0.01, max=1.0,
                                       step=0.05)  # fmt: skip
+        self.tissue = CheckBox(text="frames on tissue only (skip glass)", value=True)
         self.run_button = PushButton(text="Evaluate")
         self.cancel_button = PushButton(text="Cancel")
         self.bar = ProgressBar(label="")
@@ -109,7 +111,7 @@ class EvaluateWidget(Container):
         self.canvas.setMinimumHeight(340)
         inputs = [
             self.model, self.model_b, self.source, self.dataset, self.slide, self.annotation_layer,
-            self.patches, self.frame, self.window, self.threshold,
+            self.patches, self.frame, self.window, self.threshold, self.tissue,
         ]  # fmt: skip
         super().__init__()
         self.body = scroll_body(
@@ -143,7 +145,7 @@ class EvaluateWidget(Container):
         remember("evaluate", {
             "model": self.model, "model_b": self.model_b, "dataset": self.dataset,
             "patches": self.patches, "frame": self.frame, "window": self.window,
-            "threshold": self.threshold,
+            "threshold": self.threshold, "tissue": self.tissue,
         })  # fmt: skip
 
     # ---------------------------------------------------------------- form
@@ -154,7 +156,7 @@ class EvaluateWidget(Container):
     def _on_source(self, *_: Any) -> None:
         on_slide = self.source.value == SLIDE
         self.dataset.visible = not on_slide
-        for w in (self.patches, self.frame, self.window, self.threshold):
+        for w in (self.patches, self.frame, self.window, self.threshold, self.tissue):
             w.visible = on_slide
         self._on_annotation()
 
@@ -206,6 +208,7 @@ class EvaluateWidget(Container):
                 kwargs = {
                     "shape": shape, "patches": self.patches.value, "frame": self.frame.value,
                     "window": self.window.value, "threshold": self.threshold.value,
+                    "tissue": self.tissue.value,
                 }  # fmt: skip
         except CrystalError as exc:
             show_error(f"napari-crystal: evaluation: {exc.brief()}")
