@@ -90,6 +90,10 @@ def test_layers_gallery_counts_selection_and_save(
     cell, pad, tile = layout["cell"], layout["pad"], layout["tile"]
     assert layout["n"] == len(ds) and gallery.rgb
     assert gallery.extent.world[0][1] > image.extent.world[1][1]  # beside, not over, the slide
+    camera, size = viewer.scene.camera, np.asarray(viewer.canvas.size, float)
+    centre, half = np.asarray(camera.center[-2:]), size / 2 / camera.zoom
+    low, high = np.asarray(gallery.extent.world[0][-2:]), np.asarray(gallery.extent.world[1][-2:])
+    assert np.all(low >= centre - half - 1) and np.all(high <= centre + half + 1)  # in view
     i = 3
     r, c = (i // layout["cols"]) * cell + pad, (i % layout["cols"]) * cell + pad
     inner = gallery.data[r : r + tile, c : c + tile]

@@ -358,6 +358,7 @@ class MaskWidget(Container):
                 },
             )  # fmt: skip
         self.viewer.layers.selection.active = self.viewer.layers[GALLERY]
+        self.viewer.reset_view()  # the gallery lies beside the slide: show both
 
     # ------------------------------------------------------------------ selection
 
