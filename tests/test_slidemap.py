@@ -96,6 +96,17 @@ def test_predict_writes_maps_that_read_back(slides, models, tmp_path, kind):
     x0, y0 = first["geometry"]["coordinates"][0][0]
     assert (y0, x0) == (int(rows[0]["top"]), int(rows[0]["left"]))
     assert set(first["properties"]["measurements"]) >= {f"p_{c}" for c in model.classes}
+    from napari_crystal.io import read_annotation
+
+    tiles = read_annotation(out / "tiles.geojson", detections=True)  # the project's own reader
+    assert len(tiles.regions) == result.n_tissue
+    assert [r.label for r in tiles.regions] == [r["class"] for r in rows]
+    assert tiles.regions[0].coords.min(axis=0).tolist() == [
+        int(rows[0]["top"]),
+        int(rows[0]["left"]),
+    ]
+    got = tiles.regions[0].extra["measurements"]
+    assert all(abs(got[f"p_{c}"] - float(rows[0][f"p_{c}"])) < 1e-3 for c in model.classes)
     for k, c in enumerate(model.classes):
         levels = read_probability_tiff(out / f"prob-{c}.tif")
         assert levels[0].shape == (12, 16) and levels[0].dtype == np.uint8
