@@ -73,27 +73,54 @@ def peak_python_memory(fn: Callable, *args, **kwargs) -> tuple[float, object]:
     return peak, result
 
 
+def _table_rows() -> dict[str, list[str]]:
+    """The rows already in the table, by benchmark name: a partial run keeps the others."""
+    rows: dict[str, list[str]] = {}
+    if not TABLE.is_file():
+        return rows
+    for line in TABLE.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if not line.startswith("|") or cells[0] in ("benchmark", "---") or len(cells) < 6:
+            continue
+        if len(cells) == 6:  # a table from before rows carried their date
+            cells.append("earlier run")
+        rows[cells[0]] = cells[:7]
+    return rows
+
+
 def write_results(figures: list[Figure], info: dict) -> None:
-    """Append the figures as JSON lines and rewrite the summary table."""
+    """Append the figures as JSON lines and update their rows of the summary table.
+
+    Rows of benchmarks this run did not measure stay, each with the date it was measured, so
+    running one module (``python -m benchmarks slide``) never drops the others.
+    """
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     with RESULTS.open("a") as fh:
         for fig in figures:
             fh.write(json.dumps({**asdict(fig), "machine": info}) + "\n")
-    lines = [
-        "# Benchmarks",
-        "",
-        f"Measured by `make bench` on {info['time']}: Python {info['python']}, "
-        f"{info['cpus']} cores, {info['memory_gib']} GiB. Every ratio compares the project's "
-        "way with a baseline run in the same process; raw rows are in "
-        "`benchmarks/results/results.jsonl`.",
-        "",
-        "| benchmark | project | baseline | ratio | target | met |",
-        "|---|---|---|---|---|---|",
-    ]
+    rows = _table_rows()
     for f in figures:
         ratio = "" if f.ratio is None else f"{f.ratio:.2f}x"
         met = "" if f.met is None else ("yes" if f.met else "no")
-        lines.append(
-            f"| {f.benchmark} | {f.project} | {f.baseline} | {ratio} | {f.target} | {met} |"
-        )
+        rows[f.benchmark] = [
+            f.benchmark,
+            f.project,
+            f.baseline,
+            ratio,
+            f.target,
+            met,
+            info["time"],
+        ]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Last run by `make bench` (or `python -m benchmarks NAME`) on {info['time']}: Python "
+        f"{info['python']}, {info['cpus']} cores, {info['memory_gib']} GiB. Each row says when it "
+        "was measured. Every ratio compares the project's way with a baseline run in the same "
+        "process; raw rows are in `benchmarks/results/results.jsonl`.",
+        "",
+        "| benchmark | project | baseline | ratio | target | met | measured |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows.values()]
     TABLE.write_text("\n".join(lines) + "\n")
