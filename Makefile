@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo-output
 
-.PHONY: demo test bench docs lint format validate clean system-deps
+.PHONY: demo test fuzz bench docs lint format validate clean system-deps
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ demo: $(STAMP) system-deps
 
 test: $(STAMP) system-deps
 	$(PY) -m pytest -p no:cacheprovider
+
+# The fuzz tests with many more examples than `make test` runs (FUZZ_PROFILE=ci for a quick look).
+FUZZ_PROFILE ?= fuzz
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=$(FUZZ_PROFILE) $(PY) -m pytest -p no:cacheprovider tests/test_fuzz.py
 
 bench: $(STAMP) system-deps
 	$(PY) -m benchmarks

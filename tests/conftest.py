@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -38,3 +39,11 @@ def tiny_corpus(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny-corpus")
     generate_corpus(out, preset="tiny", seed=42)
     return out
+
+
+# Hypothesis profiles: "ci" (default; bounded, as every run of the suite) and "fuzz" (long
+# runs of the fuzz tests: `make fuzz`). Chosen by the HYPOTHESIS_PROFILE environment variable.
+settings.register_profile("ci", max_examples=100, deadline=None, print_blob=True)
+settings.register_profile("fuzz", max_examples=5000, deadline=None, print_blob=True)
+settings.register_profile("fuzz-short", max_examples=1000, deadline=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

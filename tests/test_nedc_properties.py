@@ -9,7 +9,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from napari_crystal.io.annotation import UnknownLabelWarning
+from napari_crystal.io.annotation import UnknownLabelWarning, collinear
 from napari_crystal.io.nedc import (
     Annotation,
     Region,
@@ -32,7 +32,7 @@ def region_coords(draw):
     n = draw(st.integers(3, 30))
     pts = draw(st.lists(st.tuples(coord, coord), min_size=n, max_size=n))
     arr = np.array(pts, dtype=np.float64)
-    if len(np.unique(arr, axis=0)) < 3:
+    if len(np.unique(arr, axis=0)) < 3 or collinear(arr):  # no area: refused by the reader
         arr = np.array([[0, 0], [0, 5], [5, 5]], dtype=np.float64)
     if draw(st.booleans()):
         arr = np.vstack([arr, arr[:1]])  # closed, as in real files

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import shapely
 
-from napari_crystal.errors import DatasetError
+from napari_crystal.errors import AnnotationError, DatasetError
 from napari_crystal.geometry import frame_grid, window_overlaps
 from napari_crystal.patches import (
     Patch,
@@ -72,13 +72,18 @@ def test_region_patches_bounding_boxes_clipped_and_level():
 
 
 def test_region_wholly_outside_the_slide_names_file_and_region():
+    """Just past the edge (within the bounds tolerance): no patch to make; far past it: the
+    annotation does not belong to this slide (`check_annotation_bounds`)."""
     ann = annotation(
-        region(1, "norm", rect(5, 5, 9, 9)), region(42, "indc", rect(20_000, 5, 20_100, 50))
+        region(1, "norm", rect(5, 5, 9, 9)), region(42, "indc", rect(10_100, 5, 10_200, 50))
     )
     with pytest.raises(
         DatasetError, match=r"ann\.csv: region 42 \(#1, indc\) lies wholly outside"
     ):
         region_patches(fake_slide(), ann)
+    far = annotation(region(42, "indc", rect(20_000, 5, 20_100, 50)))
+    with pytest.raises(AnnotationError, match=r"ann\.csv: region 42 .*outside the slide"):
+        region_patches(fake_slide(), far)
 
 
 def shapely_labels(polygons, shape, frame, window, threshold):

@@ -30,6 +30,26 @@ class CrystalError(ValueError):
         return f"{self.message} ({name}{line})"
 
 
+def shorten(text: object, limit: int = 80) -> str:
+    """``text`` on one line, cut to ``limit`` characters with its full length named."""
+    text = " ".join(str(text).split()) if "\n" in str(text) or "\r" in str(text) else str(text)
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 1]}... ({len(text)} characters)"
+
+
+def reason_first(exc: BaseException) -> str:
+    """The reason, then where (``reason (path:line)``): what a notification should lead with."""
+    if isinstance(exc, CrystalError):
+        where = exc.path or "<input>"
+        if exc.line is not None:
+            where = f"{where}:{exc.line}"
+        return f"{shorten(exc.message, 300)} ({where})"
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.strerror or exc} ({exc.filename})"
+    return shorten(str(exc) or type(exc).__name__, 300)
+
+
 class AnnotationError(CrystalError):
     """An NEDC annotation file that cannot be read or written."""
 

@@ -216,18 +216,22 @@ def write_reports(
     reliability: bool = False,
 ) -> dict[str, Path]:
     """Write ``report.json``, ``report.md`` and one confusion-matrix PNG per report, and with
-    ``reliability`` a reliability-diagram PNG per report that has calibration figures."""
+    ``reliability`` a reliability-diagram PNG per report that has calibration figures; as a
+    whole: all of them replace the old report, or none does (`_atomic.atomic_files`)."""
+    from napari_crystal._atomic import atomic_files
+
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    files = {
-        "json": write_report_json(reports, out / "report.json", comparisons, meta),
-        "markdown": write_report_markdown(reports, out / "report.md", comparisons, title, meta),
-    }
-    for r in reports:
-        stem = "-".join(filter(None, [_slug(r.name), _slug(r.test_set)])) or "model"
-        files[f"confusion {stem}"] = save_confusion_png(r, out / f"confusion-{stem}.png")
-        if reliability and r.meta.get("calibration"):
-            files[f"reliability {stem}"] = save_reliability_png(r, out / f"reliability-{stem}.png")
+    files = {"json": out / "report.json", "markdown": out / "report.md"}
+    with atomic_files(out, stale=("confusion-*.png", "reliability-*.png")) as stage:
+        write_report_json(reports, stage(files["json"]), comparisons, meta)
+        write_report_markdown(reports, stage(files["markdown"]), comparisons, title, meta)
+        for r in reports:
+            stem = "-".join(filter(None, [_slug(r.name), _slug(r.test_set)])) or "model"
+            files[f"confusion {stem}"] = out / f"confusion-{stem}.png"
+            save_confusion_png(r, stage(files[f"confusion {stem}"]))
+            if reliability and r.meta.get("calibration"):
+                files[f"reliability {stem}"] = out / f"reliability-{stem}.png"
+                save_reliability_png(r, stage(files[f"reliability {stem}"]))
     return files
 
 

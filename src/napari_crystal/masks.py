@@ -12,7 +12,7 @@ from collections.abc import Callable
 import numpy as np
 
 from napari_crystal.geometry import level_box, polygon_mask
-from napari_crystal.patches import Patch
+from napari_crystal.patches import Patch, check_patch_memory
 
 METHODS = ("threshold", "polygon")
 CHANNELS = ("grey", "haematoxylin")
@@ -81,6 +81,7 @@ def make_mask(
     level = patch.level if level is None else int(level)
     ds = float(slide.downsamples[level])
     top, left, h, w = level_box(patch.top, patch.left, patch.height, patch.width, ds)
+    check_patch_memory(patch.slide, f"patch {patch.kind} {patch.index}", (h, w), int(size))
     if polygon is None:
         inside = np.ones((h, w), dtype=bool)
     else:

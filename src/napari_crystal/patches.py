@@ -22,6 +22,54 @@ LEVEL_RULE = (
     "coarsest pyramid level at which the patch box is still at least `size` pixels on its "
     "shorter side (min(height, width) / downsample >= size); level 0 when no level qualifies"
 )
+# Memory a mask may take while it is made: about 40 bytes per crop pixel (RGB, float grey
+# values, polygon fill counts, masks) plus 2 per output pixel. Work beyond the bound is refused
+# before anything is allocated; NAPARI_CRYSTAL_MAX_PATCH_BYTES sets it (bytes, e.g. 8e9).
+MAX_PATCH_BYTES_DEFAULT = 2 * 1024**3
+BYTES_PER_CROP_PIXEL = 40
+BYTES_PER_MASK_PIXEL = 2
+
+
+def max_patch_bytes() -> int:
+    """The bound on one patch's working memory (env NAPARI_CRYSTAL_MAX_PATCH_BYTES or 2 GiB)."""
+    text = os.environ.get("NAPARI_CRYSTAL_MAX_PATCH_BYTES", "").strip()
+    if not text:
+        return MAX_PATCH_BYTES_DEFAULT
+    try:
+        value = int(float(text))
+    except ValueError:
+        raise DatasetError(
+            None, f"NAPARI_CRYSTAL_MAX_PATCH_BYTES={text!r} is not a number of bytes"
+        ) from None
+    if value <= 0:
+        raise DatasetError(None, f"NAPARI_CRYSTAL_MAX_PATCH_BYTES={text!r} must be positive")
+    return value
+
+
+def _gib(nbytes: float) -> str:
+    return f"{nbytes / 1024**3:.1f} GiB" if nbytes >= 1024**3 else f"{nbytes / 1024**2:.0f} MiB"
+
+
+def crop_shape(top: int, left: int, height: int, width: int, downsample: float):
+    """(rows, cols) of a level-0 box read at ``downsample`` (the box's cover at that level)."""
+    rows = math.ceil((top + height) / downsample) - math.floor(top / downsample)
+    cols = math.ceil((left + width) / downsample) - math.floor(left / downsample)
+    return max(1, rows), max(1, cols)
+
+
+def check_patch_memory(source, what: str, crop: tuple[int, int], size: int) -> None:
+    """Refuse a mask whose crop (at its level) and ``size`` output would exceed the bound."""
+    need = crop[0] * crop[1] * BYTES_PER_CROP_PIXEL + size * size * BYTES_PER_MASK_PIXEL
+    limit = max_patch_bytes()
+    if need > limit:
+        raise DatasetError(
+            source,
+            f"{what}: a {crop[0]} x {crop[1]} crop made into a {size} x {size} mask needs about "
+            f"{_gib(need)}, more than the {_gib(limit)} allowed "
+            "(NAPARI_CRYSTAL_MAX_PATCH_BYTES)",
+        )
+
+
 # Overlaps within this fraction of the window area below the threshold count as reaching it,
 # so float rounding in an exact computation cannot flip a tie (0.25 px^2 for a 500-px window).
 TIE_TOLERANCE = 1e-9
@@ -157,6 +205,10 @@ def region_patches(slide, annotation, size: int = 256) -> PatchTable:
     else:
         path, shape, downsamples = str(slide.path), slide.shape, list(slide.downsamples)
     n_rows, n_cols = int(shape[0]), int(shape[1])
+    if hasattr(annotation, "source"):
+        from napari_crystal.io.annotation import check_annotation_bounds
+
+        check_annotation_bounds(annotation, shape, path)
     rows: list[Patch] = []
     for pos, region in enumerate(annotation.regions):
         coords = np.asarray(region.coords, dtype=np.float64).reshape(-1, 2)
@@ -174,6 +226,8 @@ def region_patches(slide, annotation, size: int = 256) -> PatchTable:
             )
         height, width = bottom - top, right - left
         level = choose_level(downsamples, height, width, size)
+        crop = crop_shape(top, left, height, width, float(downsamples[level]))
+        check_patch_memory(_source(annotation, path), where, crop, size)
         rows.append(
             Patch(
                 path,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
+
+from napari_crystal.cli import _args
 
 
 def register(subparsers) -> None:
@@ -18,12 +19,16 @@ def register(subparsers) -> None:
         description="Generate a synthetic NEDC breast corpus: OUT/{train,dev,eval}/<stem>.svs "
         "with <stem>.csv and <stem>.xml beside each slide.",
     )
-    p.add_argument("out", type=Path, metavar="OUT", help="output folder (created if missing)")
+    p.add_argument(
+        "out", type=_args.new_folder, metavar="OUT", help="output folder (created if missing)"
+    )
     p.add_argument("--preset", choices=sorted(PRESETS), default="tiny", help="corpus size")
-    p.add_argument("--seed", type=int, default=42, help="random seed (same seed, same corpus)")
+    p.add_argument(
+        "--seed", type=_args.seed, default=42, help="random seed (same seed, same corpus)"
+    )
     p.add_argument(
         "--effect",
-        type=float,
+        type=_args.fraction,
         default=None,
         help="0..1: how much calcifications say about the parent class (0: nothing, the "
         "negative control; 1: class-specific look and presence); default the preset's",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from napari_crystal.cli import warn
+from napari_crystal.cli import _args, warn
 from napari_crystal.cli._progress import StepBars, progress_bar
 from napari_crystal.palette import count_by_class
 
@@ -37,10 +37,14 @@ def _forest_params(args: argparse.Namespace) -> dict:
 
 
 def _forest_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--trees", type=int, help="number of trees (default 100, the paper's)")
-    p.add_argument("--max-depth", type=int, help="tree depth limit (default none)")
-    p.add_argument("--seed", type=int, help="random seed (default 42)")
-    p.add_argument("--jobs", type=int, default=-1, help="threads for the forest (default all)")
+    p.add_argument(
+        "--trees", type=_args.positive_int, help="number of trees (default 100, the paper's)"
+    )
+    p.add_argument("--max-depth", type=_args.positive_int, help="tree depth limit (default none)")
+    p.add_argument("--seed", type=_args.seed, help="random seed (default 42)")
+    p.add_argument(
+        "--jobs", type=_args.jobs, default=-1, help="threads for the forest (default all)"
+    )
 
 
 def _feature_options(p: argparse.ArgumentParser, several: bool = False) -> None:
@@ -60,11 +64,11 @@ def _feature_options(p: argparse.ArgumentParser, several: bool = False) -> None:
             "engineered set read at --mpp",
         )  # fmt: skip
     p.add_argument(
-        "--mpp", type=float, default=DEFAULT_MPP,
+        "--mpp", type=_args.positive_float, default=DEFAULT_MPP,
         help=f"micrometres per pixel the regions are read at (default {DEFAULT_MPP:g})",
     )  # fmt: skip
     p.add_argument(
-        "--max-side", type=int, default=DEFAULT_MAX_SIDE,
+        "--max-side", type=_args.positive_int, default=DEFAULT_MAX_SIDE,
         help=f"largest crop side at --mpp; bigger regions use their centre (default {DEFAULT_MAX_SIDE})",
     )  # fmt: skip
     p.add_argument(
@@ -97,11 +101,18 @@ def register(subparsers) -> None:
         "dataset", help="masks of every annotated region of a corpus split, packed in a dataset"
     )
     p.add_argument("corpus", type=Path, metavar="CORPUS")
-    p.add_argument("--split", default="train", help="train, dev or eval (default train)")
+    p.add_argument(
+        "--split",
+        type=_args.split_name,
+        default="train",
+        help="train, dev or eval (default train)",
+    )
     p.add_argument("--out", type=Path, required=True, metavar="DATASET", help="dataset (.zarr)")
     p.add_argument("--method", choices=("threshold", "polygon"), default="threshold")
-    p.add_argument("--size", type=int, default=256, help="mask side in pixels (default 256)")
-    p.add_argument("--scheduler", default=None, help=SCHEDULER_HELP)
+    p.add_argument(
+        "--size", type=_args.mask_size, default=256, help="mask side in pixels (default 256)"
+    )
+    p.add_argument("--scheduler", type=_args.scheduler, default=None, help=SCHEDULER_HELP)
     _feature_options(p)
     _labels_option(p)
     _common(p)
@@ -109,7 +120,9 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("train", help="train a balanced random forest on a dataset")
     p.add_argument("dataset", type=Path, metavar="DATASET")
-    p.add_argument("--out", type=Path, required=True, metavar="MODEL", help="model (.skops)")
+    p.add_argument(
+        "--out", type=_args.output_file, required=True, metavar="MODEL", help="model (.skops)"
+    )
     p.add_argument(
         "--crystals",
         choices=("merge", "keep", "drop"),
@@ -123,9 +136,16 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("evaluate", help="per-class evaluation of a model on a dataset")
     p.add_argument("model", type=Path, metavar="MODEL")
     p.add_argument("dataset", type=Path, metavar="DATASET")
-    p.add_argument("--out", type=Path, required=True, metavar="REPORT_DIR")
-    p.add_argument("--jobs", type=int, default=-1, help="threads for prediction (default all)")
-    p.add_argument("--scheduler", default=None, help="predict as dask tasks: " + SCHEDULER_HELP)
+    p.add_argument("--out", type=_args.new_folder, required=True, metavar="REPORT_DIR")
+    p.add_argument(
+        "--jobs", type=_args.jobs, default=-1, help="threads for prediction (default all)"
+    )
+    p.add_argument(
+        "--scheduler",
+        type=_args.scheduler,
+        default=None,
+        help="predict as dask tasks: " + SCHEDULER_HELP,
+    )
     _common(p)
     p.set_defaults(func=run_evaluate)
 
@@ -133,10 +153,19 @@ def register(subparsers) -> None:
     p.add_argument("model_a", type=Path, metavar="MODEL_A")
     p.add_argument("model_b", type=Path, metavar="MODEL_B")
     p.add_argument("dataset", type=Path, metavar="DATASET")
-    p.add_argument("--out", type=Path, required=True, metavar="REPORT_DIR")
-    p.add_argument("--level", type=float, default=0.95, help="confidence level (default 0.95)")
-    p.add_argument("--jobs", type=int, default=-1, help="threads for prediction (default all)")
-    p.add_argument("--scheduler", default=None, help="predict as dask tasks: " + SCHEDULER_HELP)
+    p.add_argument("--out", type=_args.new_folder, required=True, metavar="REPORT_DIR")
+    p.add_argument(
+        "--level", type=_args.level, default=0.95, help="confidence level (default 0.95)"
+    )
+    p.add_argument(
+        "--jobs", type=_args.jobs, default=-1, help="threads for prediction (default all)"
+    )
+    p.add_argument(
+        "--scheduler",
+        type=_args.scheduler,
+        default=None,
+        help="predict as dask tasks: " + SCHEDULER_HELP,
+    )
     _common(p)
     p.set_defaults(func=run_compare)
 
@@ -144,11 +173,11 @@ def register(subparsers) -> None:
         "experiment", help="the whole crystal study: datasets, two models, evaluation, comparison"
     )
     p.add_argument("corpus", type=Path, metavar="CORPUS")
-    p.add_argument("--out", type=Path, required=True, metavar="REPORT_DIR")
+    p.add_argument("--out", type=_args.new_folder, required=True, metavar="REPORT_DIR")
     p.add_argument("--external", type=Path, metavar="CORPUS2", help="external test corpus")
     p.add_argument("--method", choices=("threshold", "polygon"), default="threshold")
-    p.add_argument("--size", type=int, default=256)
-    p.add_argument("--scheduler", default=None, help=SCHEDULER_HELP)
+    p.add_argument("--size", type=_args.mask_size, default=256)
+    p.add_argument("--scheduler", type=_args.scheduler, default=None, help=SCHEDULER_HELP)
     _feature_options(p, several=True)
     p.add_argument(
         "--seeds",

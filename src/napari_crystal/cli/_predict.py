@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from napari_crystal.cli import _args
 from napari_crystal.cli._progress import progress_bar
 
 
@@ -26,20 +27,28 @@ def register(subparsers) -> None:
         help="frame/window sizes: nedc = 128/256, student = 250/500 (default: the model's "
         "frames, else nedc)",
     )  # fmt: skip
-    p.add_argument("--frame", type=int, help="frame step in level-0 pixels")
-    p.add_argument("--window", type=int, help="window side in level-0 pixels (default 2 x frame)")
+    p.add_argument("--frame", type=_args.positive_int, help="frame step in level-0 pixels")
     p.add_argument(
-        "--min-tissue", type=float, default=MIN_TISSUE,
+        "--window",
+        type=_args.positive_int,
+        help="window side in level-0 pixels (default 2 x frame)",
+    )
+    p.add_argument(
+        "--min-tissue", type=_args.fraction, default=MIN_TISSUE,
         help=f"share of tissue a frame's window needs to be predicted (default {MIN_TISSUE:g})",
     )  # fmt: skip
     p.add_argument(
         "--stain-reference", type=Path, metavar="SLIDE",
         help="check the model's stain normalisation was fitted on this slide (refused if not)",
     )  # fmt: skip
-    p.add_argument("--chunk", type=int, default=2048, help="frames per chunk (default 2048)")
-    p.add_argument("--jobs", type=int, default=-1, help="threads for the forest (default all)")
     p.add_argument(
-        "--scheduler", default=None,
+        "--chunk", type=_args.positive_int, default=2048, help="frames per chunk (default 2048)"
+    )
+    p.add_argument(
+        "--jobs", type=_args.jobs, default=-1, help="threads for the forest (default all)"
+    )
+    p.add_argument(
+        "--scheduler", type=_args.scheduler, default=None,
         help="several slides: dask scheduler (threads, processes, sync or tcp://host:port)",
     )  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -11,8 +11,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from napari_crystal.errors import AnnotationError, shorten
 from napari_crystal.geometry import polygon_area, polygon_length
 from napari_crystal.palette import LABELS
+
+# Coordinates are float64: integers up to 2**53 are exact, anything larger is not a pixel.
+MAX_COORDINATE = 2**53
+# How far a vertex may lie outside the slide it is drawn on, as a fraction of the slide's side
+# (ImageScope lets a stroke run a little past the edge); at least BOUNDS_MARGIN_MIN pixels.
+BOUNDS_TOLERANCE = 0.10
+BOUNDS_MARGIN_MIN = 256
 
 
 class UnknownLabelWarning(UserWarning):
@@ -45,6 +53,7 @@ class Region:
     color: str | None = None
     kind: str = "polygon"
     extra: dict = field(default_factory=dict)
+    line: int | None = field(default=None, compare=False)  # where it starts in its file
 
     def __post_init__(self) -> None:
         coords, depth = self.coords, self.depth
@@ -111,10 +120,77 @@ def region_tissues(regions: list[Region]) -> str:
     return ", ".join(dict.fromkeys(r.tissue for r in regions if r.tissue))
 
 
+def collinear(coords: np.ndarray) -> bool:
+    """Whether all vertices lie on one line (a polygon without area). A figure-eight whose
+    lobes cancel in the shoelace sum is not: it still covers pixels."""
+    d = np.asarray(coords, dtype=np.float64).reshape(-1, 2)
+    d = d - d[0]
+    far = d[np.argmax(np.abs(d).sum(axis=1))]
+    return bool((d[:, 0] * far[1] == d[:, 1] * far[0]).all())
+
+
+def _where(region: Region, pos: int | None = None) -> str:
+    label = shorten(repr(region.label), 40)
+    return f"region {region.region_id} ({label}{'' if pos is None else f', #{pos}'})"
+
+
+def check_regions(path, ann: Annotation) -> None:
+    """What every reader checks before returning: a positive pixel size, finite coordinates
+    within ``MAX_COORDINATE``, and polygons with an area (not all vertices on one line)."""
+    if ann.mpp is not None and not (np.isfinite(ann.mpp) and ann.mpp > 0):
+        raise AnnotationError(path, f"MicronsPerPixel must be positive, got {ann.mpp:g}")
+    for pos, region in enumerate(ann.regions):
+        coords = region.coords
+        if not np.isfinite(coords).all() or (np.abs(coords) > MAX_COORDINATE).any():
+            bad = coords[~(np.isfinite(coords) & (np.abs(coords) <= MAX_COORDINATE))][0]
+            raise AnnotationError(
+                path,
+                f"{_where(region, pos)} has a coordinate {bad:g} beyond +-2**53 pixels",
+                getattr(region, "line", None),
+            )
+        if len(coords) >= 3 and collinear(coords):
+            raise AnnotationError(
+                path,
+                f"{_where(region, pos)} has no area (all its vertices lie on one line)",
+                getattr(region, "line", None),
+            )
+
+
+def check_annotation_bounds(annotation: Annotation, shape, slide=None) -> None:
+    """Refuse regions reaching beyond a slide of level-0 ``shape`` (rows, cols) by more than
+    ``BOUNDS_TOLERANCE`` of its side: an annotation for another slide, or a garbage vertex
+    that would make mask work huge. Names the region and its line."""
+    rows, cols = int(shape[0]), int(shape[1])
+    margin = np.array(
+        [
+            max(BOUNDS_MARGIN_MIN, BOUNDS_TOLERANCE * rows),
+            max(BOUNDS_MARGIN_MIN, BOUNDS_TOLERANCE * cols),
+        ]
+    )
+    lo, hi = -margin, np.array([rows, cols]) + margin
+    for pos, region in enumerate(annotation.regions):
+        coords = region.coords
+        if not len(coords):
+            continue
+        outside = ((coords < lo) | (coords > hi)).any(axis=1)
+        if outside.any():
+            r, c = coords[np.argmax(outside)]
+            on = f" {slide}" if slide else ""
+            raise AnnotationError(
+                annotation.source,
+                f"{_where(region, pos)} has a vertex at (row {r:.0f}, column {c:.0f}), outside "
+                f"the slide{on} ({rows} x {cols} pixels) by more than "
+                f"{100 * BOUNDS_TOLERANCE:g}% of its size",
+                getattr(region, "line", None),
+            )
+
+
 def _warn_unknown(path, regions: list[Region]) -> None:
     unknown = sorted({r.label for r in regions} - set(LABELS))
     if unknown:
-        names = ", ".join(repr(u) for u in unknown)
+        shown = [shorten(repr(u), 80) for u in unknown[:10]]
+        more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+        names = ", ".join(shown) + more
         warnings.warn(
             f"{path}: unknown label(s) {names} kept as they are", UnknownLabelWarning, stacklevel=3
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
 import warnings
 from collections.abc import Callable
@@ -24,9 +25,12 @@ import numpy as np
 from napari_crystal._atomic import atomic_write
 from napari_crystal.errors import AnnotationError
 from napari_crystal.io.annotation import (
+    MAX_COORDINATE,
     Annotation,
     Region,
     _warn_unknown,
+    check_regions,
+    collinear,
     region_tissues,
 )
 
@@ -37,6 +41,26 @@ COLUMNS = (
 )  # fmt: skip
 SNIFF_BYTES = 4096
 _NONSPACE = re.compile(rb"\S")
+# Numbers as NEDC writes them: ASCII only (Python's int/float also take "1_000" and "１２").
+_INT_TEXT = re.compile(r"\s*[+-]?[0-9]+\s*", re.ASCII)
+_NUMBER_TEXT = re.compile(r"\s*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*", re.ASCII)
+_INT64 = 2**63
+
+
+def _ascii_int(text: str) -> int | None:
+    """An ASCII integer within int64, else None."""
+    if not _INT_TEXT.fullmatch(text):
+        return None
+    value = int(text)
+    return value if -_INT64 <= value < _INT64 else None
+
+
+def _ascii_float(text: str) -> float | None:
+    """An ASCII decimal number (finite), else None."""
+    if not _NUMBER_TEXT.fullmatch(text):
+        return None
+    value = float(text)
+    return value if np.isfinite(value) else None
 
 
 def _fmt_float(value: float) -> str:
@@ -81,6 +105,8 @@ def find_annotation(slide_path: str | PathLike) -> Path | None:
     slide_path = Path(slide_path)
     for suffix, kind in ((".csv", "csv"), (".CSV", "csv"), (".xml", "xml"), (".XML", "xml")):
         candidate = slide_path.with_suffix(suffix)
+        if candidate.is_file() and not os.access(candidate, os.R_OK):
+            return candidate  # unreadable: reading it says so, not "no annotation beside it"
         if candidate.is_file() and sniff_annotation(candidate) == kind:
             return candidate
     return None
@@ -105,6 +131,7 @@ def read_annotation(path: str | PathLike) -> Annotation:
     else:
         ann = _parse_xml(path, raw)
     ann.source = str(path)
+    check_regions(path, ann)
     _warn_unknown(path, ann.regions)
     return ann
 
@@ -169,15 +196,17 @@ def _header_fields(path: Path, header: dict[str, tuple[str, int]]) -> dict:
     out["mpp"] = out["width"] = out["height"] = None
     if "MicronsPerPixel" in header:
         mpp, line = header["MicronsPerPixel"]
-        try:
-            out["mpp"] = float(mpp)
-        except ValueError:
+        value = _ascii_float(mpp)
+        if value is None:
             raise AnnotationError(
-                path, f"MicronsPerPixel is not a number: {mpp!r}", line
-            ) from None
+                path, f"MicronsPerPixel is not a number: {_show(mpp.encode())}", line
+            )
+        if value <= 0:
+            raise AnnotationError(path, f"MicronsPerPixel must be positive, got {mpp}", line)
+        out["mpp"] = value
     if "width" in header:
         size, line = header["width"]
-        m = re.fullmatch(r"(\d+)\s*pixels\s*,\s*height\s*=\s*(\d+)\s*pixels", size)
+        m = re.fullmatch(r"(\d+)\s*pixels\s*,\s*height\s*=\s*(\d+)\s*pixels", size, re.ASCII)
         if m is None:
             raise AnnotationError(
                 path, "size line must read '# width = W pixels, height = H pixels'", line
@@ -216,6 +245,8 @@ def _parse_csv(path: Path, raw: bytes) -> Annotation:
     except _Declined:
         table = _careful_table(path, block, columns, first_line)
         return _annotation(path, table, fields)
+    if b"\n\n" not in block:  # no blank lines: row k is line first_line + k
+        table.lines = first_line + np.arange(len(table.heads["index"]), dtype=np.int64)
     try:
         return _annotation(path, table, fields)
     except AnnotationError:
@@ -346,21 +377,22 @@ def _careful_table(path: Path, block: bytes, columns: list[str], first_line: int
 def _careful_int(path: Path, raw: bytes, name: str, line: int) -> int:
     """A row, column or depth value: an integer, or a decimal truncated as NEDC's tool does."""
     text = raw.decode("utf-8", errors="replace").strip()
-    try:
-        value = int(text)
-    except ValueError:
-        if not text:
-            raise AnnotationError(path, f"{name} is empty", line) from None
-        try:
-            number = float(text)
-        except ValueError:
-            raise AnnotationError(path, f"{name} {text!r} is not a number", line) from None
-        if not np.isfinite(number):
-            raise AnnotationError(path, f"{name} {text!r} is not an integer", line) from None
-        value = int(number)
-    if not -(2**63) <= value < 2**63:
-        raise AnnotationError(path, f"{name} {text!r} is out of range", line)
-    return value
+    if not text:
+        raise AnnotationError(path, f"{name} is empty", line)
+    shown = _show(text.encode())
+    value = _ascii_int(text)
+    if value is not None:
+        return value
+    if _INT_TEXT.fullmatch(text):
+        raise AnnotationError(path, f"{name} {shown} is out of range", line)
+    number = _ascii_float(text)
+    if number is None:
+        if _NUMBER_TEXT.fullmatch(text):  # inf, or beyond float range
+            raise AnnotationError(path, f"{name} {shown} is out of range", line)
+        raise AnnotationError(path, f"{name} {shown} is not a number", line)
+    if abs(number) >= _INT64:
+        raise AnnotationError(path, f"{name} {shown} is out of range", line)
+    return int(number)
 
 
 def _annotation(path: Path, table: _Table, fields: dict) -> Annotation:
@@ -375,20 +407,16 @@ def _annotation(path: Path, table: _Table, fields: dict) -> Annotation:
 
     starts = rstart.tolist()
     heads = {name: values[rstart].tolist() for name, values in table.heads.items()}
-    try:
-        index = [int(text) for text in heads["index"]]
-        region_id = [int(text) for text in heads["region_id"]]
-    except ValueError:  # name the first bad value in file order
+    index = [_ascii_int(text) for text in heads["index"]]
+    region_id = [_ascii_int(text) for text in heads["region_id"]]
+    if None in index or None in region_id:  # name the first bad value in file order
         for k in starts:
             for name in ("index", "region_id"):
                 text = table.heads[name][k]
-                try:
-                    int(text)
-                except ValueError:
+                if _ascii_int(text) is None:
                     raise AnnotationError(
-                        path, f"{name} {text!r} is not an integer", line_of(k)
-                    ) from None
-        raise
+                        path, f"{name} {_show(text.encode())} is not an integer", line_of(k)
+                    )
     labels, tissues = heads["label"], heads["tissue"]
     if len(set(index)) != len(index):
         previous: dict[int, int] = {}
@@ -427,17 +455,28 @@ def _annotation(path: Path, table: _Table, fields: dict) -> Annotation:
     # Confidence is a region's value (1.0 in every file seen): taken from its first row.
     confidences = []
     for k, text in zip(starts, table.confidence[rstart].tolist(), strict=True):
-        try:
-            confidences.append(float(text))
-        except ValueError:
+        value = _ascii_float(text)
+        if value is None:
             raise AnnotationError(
-                path, f"confidence {text!r} is not a number", line_of(k)
-            ) from None
+                path, f"confidence {_show(text.encode())} is not a number", line_of(k)
+            )
+        confidences.append(value)
     regions = [
-        Region(index[r], region_id[r], labels[r], tissues[r], coords[s:e], depth[s:e], conf)
+        Region(
+            index[r],
+            region_id[r],
+            labels[r],
+            tissues[r],
+            coords[s:e],
+            depth[s:e],
+            conf,
+            line=line_of(s),
+        )  # fmt: skip
         for r, (s, e, conf) in enumerate(zip(starts, rend.tolist(), confidences, strict=True))
     ]
-    return Annotation(regions, **fields)
+    ann = Annotation(regions, **fields)
+    check_regions(path, ann)  # here, so a library table's error is redone with line numbers
+    return ann
 
 
 def _check_distinct(path, keys, rstart, rend, region_of_row, lines, index) -> None:
@@ -489,12 +528,14 @@ class _XmlTarget:
         text = attrib.get(key, default)
         if text is None:
             raise self.error(f"<{element}> without {key}")
-        try:
-            value = float(text)
-        except ValueError:
-            raise self.error(f"<{element}> {key}={text!r} is not a number") from None
-        if not np.isfinite(value):
-            raise self.error(f"<{element}> {key}={text!r} is not a finite number")
+        value = _ascii_float(text)
+        if value is None:
+            shown = _show(text.encode())
+            if _NUMBER_TEXT.fullmatch(text):
+                raise self.error(f"<{element}> {key}={shown} is not a finite number")
+            raise self.error(f"<{element}> {key}={shown} is not a number")
+        if key in ("X", "Y", "Z") and abs(value) > MAX_COORDINATE:
+            raise self.error(f"<{element}> {key}={_show(text.encode())} is out of range")
         return value
 
     def start(self, tag: str, attrib: dict) -> None:
@@ -507,10 +548,10 @@ class _XmlTarget:
             self.zs.append(self.number(attrib, "Z", "Vertex", "0"))
         elif tag == "Region" and parent == "Regions":
             rid = attrib.get("Id")
-            try:
-                region_id = int(float(rid)) if rid is not None else len(self.regions) + 1
-            except ValueError:
-                raise self.error(f"<Region> Id={rid!r} is not a number") from None
+            number = None if rid is None else _ascii_float(rid)
+            if rid is not None and (number is None or abs(number) >= _INT64):
+                raise self.error(f"<Region> Id={_show(rid.encode())} is not a number")
+            region_id = int(number) if number is not None else len(self.regions) + 1
             self.region = {
                 "id": region_id,
                 "label": attrib.get("Text", ""),
@@ -528,6 +569,10 @@ class _XmlTarget:
         elif tag == "Annotations" and parent is None:
             if "MicronsPerPixel" in attrib:
                 self.mpp = self.number(attrib, "MicronsPerPixel", "Annotations")
+                if self.mpp <= 0:
+                    raise self.error(
+                        f"MicronsPerPixel must be positive, got {attrib['MicronsPerPixel']}"
+                    )
         self.stack.append(tag)
 
     def end(self, tag: str) -> None:
@@ -550,6 +595,7 @@ class _XmlTarget:
                     tissue=reg["tissue"] or "",
                     coords=coords,
                     depth=np.trunc(np.asarray(self.zs)).astype(np.int64),
+                    line=reg["line"],
                 )
             )
             self.region = None
@@ -564,10 +610,12 @@ class _XmlTarget:
 def _size_attr(path: Path, attrs: dict[str, str], name: str) -> int | None:
     if name not in attrs:
         return None
-    try:
-        return int(float(attrs[name]))
-    except ValueError:
-        raise AnnotationError(path, f"{name} attribute {attrs[name]!r} is not a number") from None
+    value = _ascii_float(attrs[name])
+    if value is None or not 0 <= value < _INT64:
+        raise AnnotationError(
+            path, f"{name} attribute {_show(attrs[name].encode())} is not a pixel count"
+        )
+    return int(value)
 
 
 def _parse_xml(path: Path, data: bytes) -> Annotation:
@@ -592,6 +640,12 @@ def _parse_xml(path: Path, data: bytes) -> Annotation:
         line = exc.position[0] if getattr(exc, "position", None) else None
         msg = str(exc).split(": line")[0]
         raise AnnotationError(path, f"XML is not well formed: {msg}", line) from None
+    except AnnotationError:
+        raise
+    except (LookupError, ValueError) as exc:  # a declared encoding expat cannot use (UTF-7)
+        raise AnnotationError(
+            path, f"XML cannot be decoded: {_show(str(exc).encode(), 60)}", target.line()
+        ) from None
     attrs = target.attrs
     return Annotation(
         target.regions,
@@ -615,6 +669,10 @@ def _check_writable(ann: Annotation, path: Path) -> None:
         if not r.label:
             raise AnnotationError(
                 path, f"cannot write: region {i} (id {r.region_id}) has no label"
+            )
+        if len(r.coords) >= 3 and collinear(r.coords):
+            raise AnnotationError(
+                path, f"cannot write: region {i} (id {r.region_id}) has no area (a line or point)"
             )
         for name in ("label", "tissue"):
             value = getattr(r, name)

@@ -556,3 +556,72 @@ def open_slide(path, backend: str | None = None) -> Slide:
     if vendor is not None:
         return _open_openslide(path)
     raise SlideError(path, "not a TIFF/SVS slide, nor any format OpenSlide reads")
+
+
+# --------------------------------------------------------------------------- display
+
+
+class DisplayLevel:
+    """A slide level for the viewer: reads like the level, but a tile area that cannot be
+    decoded comes back black with one warning per slide instead of a codec exception
+    (``Jpeg8Error``...) in napari's slicing. Science never reads through this: masks use
+    `Slide.read_region`, which raises `SlideError`."""
+
+    def __init__(self, array, path: Path, level: int, warned: list[bool]):
+        self.array = array
+        self.path = path
+        self.level = level
+        self.shape = tuple(int(n) for n in array.shape)
+        self.dtype = np.dtype(array.dtype)
+        self.ndim = len(self.shape)
+        self._warned = warned  # shared by a slide's levels: one warning per slide
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key):
+        try:
+            return np.asarray(self.array[key])
+        except Exception as exc:  # noqa: BLE001 - any codec or I/O error from a damaged tile
+            if not self._warned[0]:
+                self._warned[0] = True
+                import warnings
+
+                warnings.warn(
+                    f"{self.path}: damaged image data at level {self.level} shown black "
+                    f"({_one_line(exc)})",
+                    stacklevel=2,
+                )
+            dummy = np.lib.stride_tricks.as_strided(
+                np.zeros(1, dtype=self.dtype), shape=self.shape, strides=(0,) * self.ndim
+            )
+            return np.zeros(dummy[key].shape, dtype=self.dtype)
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[tuple(slice(None) for _ in self.shape)]
+        return out if dtype is None else out.astype(dtype)
+
+
+def _close_all(closers: list) -> None:
+    while closers:
+        try:
+            closers.pop()()
+        except Exception:  # noqa: BLE001 - closing must not raise
+            pass
+
+
+def display_levels(slide: Slide) -> list[DisplayLevel]:
+    """The slide's levels wrapped for display (see `DisplayLevel`); the file is closed when
+    the last of them is gone (a layer deleted), not left to the garbage collector."""
+    import weakref
+
+    warned = [False]
+    levels = [DisplayLevel(lv, slide.path, i, warned) for i, lv in enumerate(slide.levels)]
+    for level in levels:
+        level.slide = slide  # the levels keep the slide, so it goes with the last of them
+    weakref.finalize(slide, _close_all, slide._closers)
+    return levels

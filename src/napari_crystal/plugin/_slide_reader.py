@@ -10,6 +10,7 @@ from napari_crystal.io.slide import (
     SLIDE_ONLY_SUFFIXES,
     SLIDE_SUFFIXES,
     Slide,
+    display_levels,
     is_slide,
     open_slide,
 )
@@ -38,8 +39,12 @@ def get_slide_reader(path):
 
 
 def slide_layer(slide: Slide, name: str | None = None):
-    """LayerData of a slide: its lazy levels as one multiscale RGB image in level-0 pixels."""
-    data = list(slide.levels) if len(slide.levels) > 1 else slide.levels[0]
+    """LayerData of a slide: its lazy levels as one multiscale RGB image in level-0 pixels.
+
+    A damaged tile area shows black with one warning (`io.slide.DisplayLevel`).
+    """
+    levels = display_levels(slide)
+    data = levels if len(levels) > 1 else levels[0]
     meta = {
         "name": name or slide.path.stem,
         "rgb": True,
@@ -73,7 +78,8 @@ def annotation_for(slide: Slide) -> list:
 
     A slide with no annotation beside it gets an empty annotation Shapes layer to draw on.
     """
-    from napari_crystal.errors import CrystalError
+    from napari_crystal.errors import CrystalError, reason_first
+    from napari_crystal.io.annotation import check_annotation_bounds
     from napari_crystal.io.formats import read_annotation
 
     path, shape = slide.path, slide.shape
@@ -82,9 +88,11 @@ def annotation_for(slide: Slide) -> list:
         return [blank_annotation_layer(slide)]
     try:
         ann = read_annotation(ann_path)
-    except (CrystalError, OSError, ValueError) as exc:
+        check_annotation_bounds(ann, shape, path.name)
+    except (CrystalError, OSError, ValueError, OverflowError, MemoryError) as exc:
         warnings.warn(
-            f"{ann_path}: annotation not loaded, slide opened without it: {exc}", stacklevel=2
+            f"annotation not loaded ({reason_first(exc)}); the slide opened without it",
+            stacklevel=2,
         )
         return []
     if ann.width and ann.height and (ann.height, ann.width) != tuple(shape):
@@ -103,4 +111,8 @@ def read_slide(path) -> list:
     if isinstance(path, (list, tuple)):
         path = path[0]
     slide = open_slide(path)
-    return [slide_layer(slide), *annotation_for(slide)]
+    try:
+        return [slide_layer(slide), *annotation_for(slide)]
+    except BaseException:
+        slide.close()  # the layers never got the file: do not leave it open
+        raise
