@@ -131,7 +131,8 @@ def read_annotation(path: str | PathLike) -> Annotation:
     else:
         ann = _parse_xml(path, raw)
     ann.source = str(path)
-    check_regions(path, ann)
+    if kind == "xml":  # CSV checks in _annotation, where a failure is redone with line numbers
+        check_regions(path, ann)
     _warn_unknown(path, ann.regions)
     return ann
 
@@ -475,7 +476,7 @@ def _annotation(path: Path, table: _Table, fields: dict) -> Annotation:
         for r, (s, e, conf) in enumerate(zip(starts, rend.tolist(), confidences, strict=True))
     ]
     ann = Annotation(regions, **fields)
-    check_regions(path, ann)  # here, so a library table's error is redone with line numbers
+    check_regions(path, ann, coords, rstart)  # here: a library table's error is redone with lines
     return ann
 
 
