@@ -27,6 +27,7 @@ from napari_crystal.io.annotation import (
     ConversionWarning,
     UnknownLabelWarning,
     _warn_unknown,
+    check_regions,
 )
 from napari_crystal.palette import LABELS
 
@@ -110,6 +111,7 @@ def read_annotation(
                 ann = asap.read(path)
             else:
                 ann = geojson.read(path, detections=detections)
+            check_regions(path, ann)  # pixel size > 0, coordinates in range, regions with area
             if mapping is None:
                 _warn_unknown(path, ann.regions)
     ann.source = str(path)
