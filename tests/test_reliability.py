@@ -111,7 +111,12 @@ def test_slide_opens_when_the_annotation_is_for_another_slide(slide_with_csv):
     from napari_crystal.plugin._slide_reader import read_slide
 
     svs, text = slide_with_csv
-    svs.with_suffix(".csv").write_text(text.replace(",696,1911,", ",2000000000,1911,", 1))
+    lines = text.split("\n")
+    i = next(k for k, line in enumerate(lines) if line.startswith("0,"))
+    parts = lines[i].split(",")
+    parts[5] = "2000000000"
+    lines[i] = ",".join(parts)
+    svs.with_suffix(".csv").write_text("\n".join(lines))
     with pytest.warns(UserWarning, match="outside the slide"):
         layers = read_slide(str(svs))
     assert len(layers) == 1

@@ -28,7 +28,7 @@ def register(subparsers) -> None:
     )
     p.add_argument(
         "--effect",
-        type=_args.fraction,
+        type=float,
         default=None,
         help="0..1: how much calcifications say about the parent class (0: nothing, the "
         "negative control; 1: class-specific look and presence); default the preset's",
