@@ -21,10 +21,11 @@ from napari_crystal.io._common import (
     flag_self_intersecting,
     hex_color,
     open_vertices,
+    parse_events,
     warn_skipped,
 )
 from napari_crystal.io.annotation import Annotation, Region
-from napari_crystal.io.imagescope import _three_distinct, parse_events
+from napari_crystal.io.imagescope import _three_distinct
 
 _ROOT = re.compile(rb"<ASAP_Annotations[\s>/]")
 KINDS = {"polygon": "polygon", "rectangle": "rectangle", "spline": "spline"}

@@ -29,6 +29,7 @@ from napari_crystal.io._common import (
     flag_self_intersecting,
     gc_paused,
     open_vertices,
+    parse_events,
     warn_skipped,
 )
 from napari_crystal.io.annotation import Annotation, Region, region_tissues
@@ -137,36 +138,6 @@ def _finite(text) -> float | None:
     except (TypeError, ValueError):
         return None
     return value if np.isfinite(value) else None
-
-
-def parse_events(path: Path, data: bytes, target) -> None:
-    """Feed XML through defusedxml (no DTDs, entities or external references) into ``target``."""
-    from defusedxml import DefusedXmlException
-    from defusedxml.ElementTree import DefusedXMLParser, ParseError
-
-    if not data.strip():
-        raise AnnotationError(path, "empty file", 1)
-    parser = DefusedXMLParser(
-        target=target, forbid_dtd=True, forbid_entities=True, forbid_external=True
-    )
-    # Elements straight from expat to the target (tag, attribute dict): defusedxml's refusals
-    # of DTDs and entities stay installed; only ElementTree's per-element Python plumbing
-    # (name fixing for namespaces we never use) is left out, a third of the parse time.
-    parser.parser.ordered_attributes = False  # attributes as a dict
-    parser.parser.StartElementHandler = target.start
-    parser.parser.EndElementHandler = target.end
-    target.parser = parser
-    try:
-        parser.feed(data)
-        parser.close()
-    except DefusedXmlException as exc:
-        raise AnnotationError(
-            path, f"XML refused: {exc} (DTDs and entities are not allowed)", target.line()
-        ) from None
-    except ParseError as exc:
-        line = exc.position[0] if getattr(exc, "position", None) else None
-        msg = str(exc).split(": line")[0]
-        raise AnnotationError(path, f"XML is not well formed: {msg}", line) from None
 
 
 def read(path: str | PathLike) -> Annotation:

@@ -24,6 +24,8 @@ import numpy as np
 
 from napari_crystal._atomic import atomic_write
 from napari_crystal.errors import AnnotationError
+from napari_crystal.io._common import parse_events
+from napari_crystal.io._common import show as _show
 from napari_crystal.io.annotation import (
     MAX_COORDINATE,
     Annotation,
@@ -135,11 +137,6 @@ def read_annotation(path: str | PathLike) -> Annotation:
         check_regions(path, ann)
     _warn_unknown(path, ann.regions)
     return ann
-
-
-def _show(raw: bytes, limit: int = 40) -> str:
-    text = raw.decode("utf-8", errors="replace")
-    return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
 def _parse_header(
@@ -620,33 +617,9 @@ def _size_attr(path: Path, attrs: dict[str, str], name: str) -> int | None:
 
 
 def _parse_xml(path: Path, data: bytes) -> Annotation:
-    from defusedxml import DefusedXmlException
-    from defusedxml.ElementTree import DefusedXMLParser, ParseError
 
-    if not data.strip():
-        raise AnnotationError(path, "empty file", 1)
     target = _XmlTarget(path)
-    parser = DefusedXMLParser(
-        target=target, forbid_dtd=True, forbid_entities=True, forbid_external=True
-    )
-    target.parser = parser
-    try:
-        parser.feed(data)
-        parser.close()
-    except DefusedXmlException as exc:
-        raise AnnotationError(
-            path, f"XML refused: {exc} (DTDs and entities are not allowed)", target.line()
-        ) from None
-    except ParseError as exc:
-        line = exc.position[0] if getattr(exc, "position", None) else None
-        msg = str(exc).split(": line")[0]
-        raise AnnotationError(path, f"XML is not well formed: {msg}", line) from None
-    except AnnotationError:
-        raise
-    except (LookupError, ValueError) as exc:  # a declared encoding expat cannot use (UTF-7)
-        raise AnnotationError(
-            path, f"XML cannot be decoded: {_show(str(exc).encode(), 60)}", target.line()
-        ) from None
+    parse_events(path, data, target, expat_direct=False)
     attrs = target.attrs
     return Annotation(
         target.regions,
