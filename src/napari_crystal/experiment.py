@@ -477,7 +477,6 @@ def predict_slide(
     """
     from napari_crystal.dataset import Dataset, dataset_for_slide
     from napari_crystal.evaluation import model_truth, predict_chunked
-    from napari_crystal.experiment import evaluate_model
     from napari_crystal.io.slide import open_slide
     from napari_crystal.patches import frame_patches
 
@@ -578,7 +577,6 @@ def dataset_prediction_map(
     polygons from ``annotation`` (checked to be the dataset's), else their boxes are filled.
     """
     from napari_crystal.dataset import Dataset
-    from napari_crystal.experiment import evaluate_model
 
     where = (dataset.meta or {}).get("path") or (dataset.meta or {}).get("corpus")
     rows = rows_of_slide(dataset.table, slide_path, shape, dataset=where)
