@@ -354,8 +354,13 @@ def run_experiment_cmd(args: argparse.Namespace) -> int:
         result = run_experiment(args.corpus, args.out, progress=bars, **options)
     for w in result.warnings:
         warn(w)
-    for line in methods_summary(result.meta.get("methods") or {}):
-        print(line)
+    if result.meta.get("methods"):
+        for line in methods_summary(result.meta["methods"]):
+            print(line)
+    else:  # a feature-set run records its settings in the report, not a Methods record
+        syn = result.meta.get("synthetic")
+        kind = f"synthetic {syn.get('preset')}, effect {syn.get('effect')}" if syn else "real"
+        print(f"corpus: {result.meta.get('corpus')} ({kind})")
     for r in result.reports:
         print(
             f"{r.test_set}: {r.name}: {r.correct}/{r.n} correct, accuracy {100 * r.accuracy:.1f}%"

@@ -210,8 +210,11 @@ def run_feature_experiment(
                 "importance": {c: importance_summary(m) for c, m in models.items()},
             }
         )
+    from napari_crystal.study import synthetic_info
+
     meta = {
         "corpus": str(corpus),
+        "synthetic": synthetic_info(corpus),
         "external": None if external is None else str(external),
         "method": method,
         "size": size,
@@ -233,4 +236,4 @@ def run_feature_experiment(
         tmp.write_text(text.rstrip("\n") + "\n\n" + section)
     files["timings"] = out / "timings.json"
     atomic_write(files["timings"], (json.dumps(timings, indent=1) + "\n").encode())
-    return ExperimentResult(out, reports, comparisons, files, timings)
+    return ExperimentResult(out, reports, comparisons, files, timings, meta=meta)
