@@ -123,4 +123,16 @@ def write_results(figures: list[Figure], info: dict) -> None:
         "|---|---|---|---|---|---|---|",
     ]
     lines += ["| " + " | ".join(cells) + " |" for cells in rows.values()]
-    TABLE.write_text("\n".join(lines) + "\n")
+    TABLE.write_text("\n".join(lines) + "\n" + _notes_after_table())
+
+
+def _notes_after_table() -> str:
+    """Prose written under the table by hand (how a row was measured): kept as it is."""
+    if not TABLE.is_file():
+        return ""
+    text = TABLE.read_text().splitlines()
+    starts = [i for i, line in enumerate(text) if line.startswith("|")]
+    if not starts:
+        return ""
+    rest = "\n".join(text[starts[-1] + 1 :]).strip("\n")
+    return f"\n{rest}\n" if rest else ""
