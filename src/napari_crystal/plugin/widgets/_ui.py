@@ -47,13 +47,24 @@ def scroll_body(outer: Container, widgets, labels: bool = True) -> Container:
     this way a dock shrinks to a few rows and scrolls. The body stays one of ``outer``'s
     widgets, so napari's ``reset_choices`` still reaches its layer boxes.
     """
-    from qtpy.QtCore import Qt
+    from qtpy.QtCore import QSize, Qt
     from qtpy.QtWidgets import QFrame, QScrollArea
+
+    class _Area(QScrollArea):
+        """Scrolls vertically only, so it asks for the body's full minimum width."""
+
+        def minimumSizeHint(self) -> QSize:
+            hint = super().minimumSizeHint()
+            inner = self.widget()
+            if inner is None:
+                return hint
+            width = inner.minimumSizeHint().width() + self.verticalScrollBar().sizeHint().width()
+            return QSize(max(hint.width(), width), hint.height())
 
     body = Container(widgets=widgets, labels=labels)
     outer.labels = False  # the body carries the labels; outer holds only the scroll area
     outer.append(body)
-    area = QScrollArea(outer.native)
+    area = _Area(outer.native)
     area.setWidgetResizable(True)
     area.setFrameShape(QFrame.Shape.NoFrame)
     area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
