@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from napari_crystal._atomic import atomic_write
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "results.jsonl"
 TABLE = ROOT / "docs" / "benchmarks.md"
@@ -73,19 +75,28 @@ def peak_python_memory(fn: Callable, *args, **kwargs) -> tuple[float, object]:
     return peak, result
 
 
-def _table_rows() -> dict[str, list[str]]:
-    """The rows already in the table, by benchmark name: a partial run keeps the others."""
+def _read_table() -> tuple[dict[str, list[str]], str]:
+    """The table's rows by benchmark name, and the prose under it, from one read of the file.
+
+    A partial run keeps the other rows; notes written under the table by hand stay as they are.
+    """
     rows: dict[str, list[str]] = {}
     if not TABLE.is_file():
-        return rows
-    for line in TABLE.read_text().splitlines():
+        return rows, ""
+    text = TABLE.read_text().splitlines()
+    last = -1
+    for i, line in enumerate(text):
+        if not line.startswith("|"):
+            continue
+        last = i
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if not line.startswith("|") or cells[0] in ("benchmark", "---") or len(cells) < 6:
+        if cells[0] in ("benchmark", "---") or len(cells) < 6:
             continue
         if len(cells) == 6:  # a table from before rows carried their date
             cells.append("earlier run")
         rows[cells[0]] = cells[:7]
-    return rows
+    rest = "\n".join(text[last + 1 :]).strip("\n") if last >= 0 else ""
+    return rows, (f"\n{rest}\n" if rest else "")
 
 
 def write_results(figures: list[Figure], info: dict) -> None:
@@ -98,7 +109,7 @@ def write_results(figures: list[Figure], info: dict) -> None:
     with RESULTS.open("a") as fh:
         for fig in figures:
             fh.write(json.dumps({**asdict(fig), "machine": info}) + "\n")
-    rows = _table_rows()
+    rows, notes = _read_table()
     for f in figures:
         ratio = "" if f.ratio is None else f"{f.ratio:.2f}x"
         met = "" if f.met is None else ("yes" if f.met else "no")
@@ -123,16 +134,4 @@ def write_results(figures: list[Figure], info: dict) -> None:
         "|---|---|---|---|---|---|---|",
     ]
     lines += ["| " + " | ".join(cells) + " |" for cells in rows.values()]
-    TABLE.write_text("\n".join(lines) + "\n" + _notes_after_table())
-
-
-def _notes_after_table() -> str:
-    """Prose written under the table by hand (how a row was measured): kept as it is."""
-    if not TABLE.is_file():
-        return ""
-    text = TABLE.read_text().splitlines()
-    starts = [i for i, line in enumerate(text) if line.startswith("|")]
-    if not starts:
-        return ""
-    rest = "\n".join(text[starts[-1] + 1 :]).strip("\n")
-    return f"\n{rest}\n" if rest else ""
+    atomic_write(TABLE, ("\n".join(lines) + "\n" + notes).encode())
