@@ -176,3 +176,15 @@ def test_concurrent_reads_are_consistent(deflate_slide):
     for (top, left), got in zip(boxes, results, strict=True):
         want = source(top, left, 150, 150)
         np.testing.assert_array_equal(got, want[: got.shape[0], : got.shape[1]])
+
+
+def test_single_level_pyramid_is_written_and_reads_back(tmp_path):
+    """A slide small enough for one level (like the real CMU-1 excerpt) writes and opens."""
+    source = _noise_source(5)
+    path = write_pyramid(
+        tmp_path / "one.svs", source, (300, 400), 0.5, compression="zlib", min_levels=1
+    )
+    with open_slide(path) as slide:
+        assert len(slide.levels) == 1
+        np.testing.assert_array_equal(slide.read_region(0, 0, 0, 300, 400), source(0, 0, 300, 400))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.svs"]

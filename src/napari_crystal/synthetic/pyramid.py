@@ -91,6 +91,7 @@ def write_pyramid(
     try:
         handles = [open(raw, "wb") for raw in raws[1:]]
         pending: list[np.ndarray] = [np.zeros((0, 0, 3), np.uint8) for _ in shapes]
+        kept: list[np.ndarray] = []  # one level only: it is small, and it is its own thumbnail
 
         def push(level: int, block: np.ndarray) -> None:
             """Append level rows to its raw file and pool full groups into the next level."""
@@ -117,6 +118,8 @@ def write_pyramid(
                     if pad:
                         padded = np.concatenate([strip, np.full((pad, cols, 3), 255, np.uint8)])
                     push(1, _pool(padded, factor))
+                else:
+                    kept.append(strip)
                 done += 1
                 if progress is not None:
                     progress(done)
@@ -148,10 +151,13 @@ def write_pyramid(
                 fh.close()
             # SVS keeps a striped thumbnail as the second page, then the reduced levels.
             lr, lc = shapes[-1]
-            coarse = np.fromfile(raws[-1], np.uint8)
-            pad = max(lr * lc * 3 - coarse.size, 0)  # pooled rows may run one over or short
-            coarse = np.concatenate([coarse, np.full(pad, 255, np.uint8)])
-            coarse = coarse[: lr * lc * 3].reshape(lr, lc, 3)
+            if kept:
+                coarse = np.concatenate(kept)
+            else:
+                coarse = np.fromfile(raws[-1], np.uint8)
+                pad = max(lr * lc * 3 - coarse.size, 0)  # pooled rows may run one over or short
+                coarse = np.concatenate([coarse, np.full(pad, 255, np.uint8)])
+                coarse = coarse[: lr * lc * 3].reshape(lr, lc, 3)
             step = max(1, math.ceil(max(lr, lc) / 768))
             thumb = np.ascontiguousarray(coarse[::step, ::step])
             tw.write(
