@@ -240,3 +240,74 @@ def test_cli_and_widget_say_the_same(make_napari_viewer, qtbot, artefacts, tmp_p
     assert model_names([tmp_path / "a" / "m.skops", tmp_path / "b" / "m.skops"]) == [
         "m (A)", "m (B)",
     ]  # fmt: skip
+
+
+def test_evaluating_on_the_training_slides_warns_like_the_cli(
+    make_napari_viewer, qtbot, artefacts, tiny_corpus, tmp_path, messages, capsys
+):
+    """The model records its training slides: evaluating on them is flagged, reason first."""
+    from napari_crystal.cli import main
+
+    assert main(["evaluate", str(artefacts / "merge.skops"), str(artefacts / "train.zarr"),
+                 "--out", str(tmp_path / "r"), "--quiet"]) == 0  # fmt: skip
+    cli = [x for x in capsys.readouterr().err.splitlines() if "optimistic figures" in x]
+    assert len(cli) == 1 and cli[0].startswith("napari-crystal: warning: optimistic figures: ")
+
+    viewer = make_napari_viewer()
+    w = EvaluateWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Evaluate classifier")
+    w.model.value, w.dataset.value = artefacts / "merge.skops", artefacts / "train.zarr"
+    w.run()
+    _wait(qtbot, w)
+    assert w.result is not None, messages
+    assert [m for k, m in messages if k == "show_warning"] == cli
+    w.out.value = tmp_path / "exported"
+    w.export()
+    text = (tmp_path / "exported" / "report.md").read_text()
+    assert "## Methods" in text and "of them are in the evaluation data" in text
+    # an unseen slide, opened in the viewer: no warning; a training slide: the warning
+    for split, warned in (("eval", False), ("train", True)):
+        messages.clear()
+        image, shapes, _ = _open_slide(viewer, sorted((tiny_corpus / split).glob("*.svs"))[0])
+        w.source.value = SLIDE
+        w.slide.value, w.annotation_layer.value = image, shapes
+        w.run()
+        _wait(qtbot, w)
+        shown = [m for k, m in messages if k == "show_warning"]
+        assert bool(shown) is warned, messages
+        if warned:
+            assert shown[0].startswith("napari-crystal: warning: optimistic figures: merge was")
+
+
+def test_a_dataset_of_another_channel_is_refused_before_any_work(
+    make_napari_viewer, qtbot, artefacts, tiny_corpus, tmp_path, messages, capsys, monkeypatch
+):
+    """Haematoxylin masks offered to a grey-channel model: refused with the CLI's reason,
+    when the fields are set and again on Evaluate, without starting the job."""
+    from napari_crystal.cli import main
+    from napari_crystal.dataset import build_dataset
+
+    other = tmp_path / "eval-h.zarr"
+    build_dataset(tiny_corpus, "eval", other, size=32, scheduler="sync", channel="haematoxylin")
+    assert main(["evaluate", str(artefacts / "merge.skops"), str(other), "--out",
+                 str(tmp_path / "r"), "--quiet"]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    reason = "dataset masks were thresholded on the 'haematoxylin' channel but the model was "
+    assert reason in err
+
+    viewer = make_napari_viewer()
+    w = EvaluateWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Evaluate classifier")
+    w.model.value = artefacts / "merge.skops"
+    w.dataset.value = other  # the fields are checked as soon as both are set
+    assert messages[-1][0] == "show_error"
+    assert messages[-1][1].startswith(f"napari-crystal: evaluation: {reason}")
+    started = []
+    monkeypatch.setattr(w.runner, "start", lambda *a, **k: started.append(a))
+    messages.clear()
+    assert w.run() is None and not started
+    assert messages == [("show_error", messages[0][1])] and reason in messages[0][1]
+    # the matching dataset passes the same check
+    w.dataset.value = artefacts / "eval.zarr"
+    w.run()
+    assert len(started) == 1

@@ -330,6 +330,17 @@ def load_dataset(path) -> Dataset:
         ) from exc
 
 
+def read_dataset_meta(path) -> dict:
+    """A dataset's metadata alone (mask size, method, channel, feature settings), without
+    its table or masks: cheap enough for a widget's check of its fields."""
+    path = Path(path)
+    if not path.exists():
+        raise DatasetError(path, "no such dataset")
+    if not _is_dataset(path):
+        raise DatasetError(path, "not a napari-crystal dataset (no dataset metadata)")
+    return dict(json.loads((path / "zarr.json").read_text()).get("attributes", {}))
+
+
 def _meta_int(path: Path, meta: dict, key: str, low: int) -> int:
     value = meta.get(key)
     if not isinstance(value, int) or isinstance(value, bool) or value < low:

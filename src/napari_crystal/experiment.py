@@ -73,10 +73,25 @@ def dataset_meta(dataset: Dataset) -> dict[str, Any]:
         "channel": meta.get("channel"),
         "dataset": meta.get("path") or meta.get("corpus"),
         "n_patches": len(dataset),
+        "training": subjects_of(dataset),
     }
     if meta.get("features"):  # a feature dataset: the model must make its rows the same way
         out.update(features=meta["features"], feature_names=list(meta["feature_names"]))
     return out
+
+
+def subjects_of(dataset: Dataset) -> dict[str, list[str]]:
+    """The slides (file stems) and patients a dataset holds: what a model records of its
+    training data, and what an evaluation compares it with (`training_overlap`)."""
+    from napari_crystal.dataset import patient_of
+
+    slides = np.unique(np.asarray(dataset.table.slide, dtype=str)).tolist()
+    stems = {Path(s).stem for s in slides} - {""}
+    recorded = (dataset.meta or {}).get("patients") or {}  # as `Dataset.patients` reads them
+    return {
+        "slides": sorted(stems),
+        "patients": sorted({recorded.get(s, patient_of(s)) for s in stems}),
+    }
 
 
 def train_on_dataset(
@@ -122,6 +137,30 @@ class Evaluation:
     patients: np.ndarray | None = None
 
 
+def _fit_checks(size: int, method: str, meta: dict | None) -> dict[str, Any]:
+    """`check_compatible`'s keywords for data of this mask size, method and metadata: the
+    threshold channel counts for threshold masks only."""
+    features = (meta or {}).get("features")
+    threshold = method == "threshold" and not features
+    channel = (meta or {}).get("channel") if threshold else None
+    return {"size": size, "method": method, "features": features, "channel": channel}
+
+
+def check_evaluation_inputs(
+    models: Sequence[str | os.PathLike], dataset: str | os.PathLike
+) -> None:
+    """Refuse (`ModelError`/`DatasetError`) model files that do not fit a dataset file, the
+    way `evaluate_model` would, from the metadata alone: a widget's check of its fields
+    before any work starts."""
+    from napari_crystal.dataset import read_dataset_meta
+    from napari_crystal.training import model_header
+
+    meta = read_dataset_meta(dataset)
+    checks = _fit_checks(meta.get("size"), meta.get("method"), meta)
+    for path in models:
+        check_compatible(model_header(path), path=str(dataset), **checks)
+
+
 def evaluate_model(
     model: Model,
     dataset: Dataset,
@@ -141,12 +180,7 @@ def evaluate_model(
     """
     where = (dataset.meta or {}).get("path")
     features = (dataset.meta or {}).get("features")
-    threshold = dataset.method == "threshold" and not features
-    channel = (dataset.meta or {}).get("channel") if threshold else None
-    check_compatible(
-        model, size=dataset.size, method=dataset.method, path=where, features=features,
-        channel=channel,
-    )  # fmt: skip
+    check_compatible(model, path=where, **_fit_checks(dataset.size, dataset.method, dataset.meta))
     if features:  # feature rows: patches skipped at extraction (NaN rows) are not scored
         from napari_crystal.training import finite_rows
 
@@ -624,6 +658,55 @@ def coverage_warning(name: str, missing: Sequence[str]) -> str:
     )
 
 
+#: Said in an evaluation's Methods for a model file made before models recorded their data.
+NOT_RECORDED = "training slides not recorded"
+
+
+def training_overlap(model: Model, slides, patients) -> dict[str, Any] | None:
+    """The evaluation data's slides and patients that ``model`` was trained on (from the
+    record `train_on_dataset` stores), with the record's sizes; None when not recorded."""
+    record = (model.meta or {}).get("training")
+    if not isinstance(record, dict) or "slides" not in record:
+        return None
+    mine_s, mine_p = set(record.get("slides") or []), set(record.get("patients") or [])
+    return {
+        "slides": sorted(mine_s & ({str(s) for s in slides} - {""})),
+        "patients": sorted(mine_p & ({str(p) for p in patients} - {""})),
+        "n_slides": len(mine_s),
+        "n_patients": len(mine_p),
+    }
+
+
+def _first(items: Sequence[str], k: int = 3) -> str:
+    return ", ".join(items[:k]) + (", ..." if len(items) > k else "")
+
+
+def training_overlap_warning(name: str, overlap: dict[str, Any] | None) -> str | None:
+    """One line, reason first, when a model is evaluated on slides or patients it was
+    trained on (its figures there are optimistic); else None."""
+    if not overlap or not (overlap["slides"] or overlap["patients"]):
+        return None
+    s, p = overlap["slides"], overlap["patients"]
+    where = f"{len(s)} of these slide(s) ({_first(s, 2)})" if s else "none of these slides"
+    return (
+        f"optimistic figures: {name} was trained on {where} and {len(p)} of these "
+        f"patient(s) ({_first(p)}), so these patches are not independent of its training data"
+    )
+
+
+def _training_note(overlap: dict[str, Any] | None) -> str:
+    """The Methods line of a model's training data against the evaluation data."""
+    if overlap is None:
+        return NOT_RECORDED
+    seen = f"trained on {overlap['n_slides']} slide(s) of {overlap['n_patients']} patient(s)"
+    if not (overlap["slides"] or overlap["patients"]):
+        return f"{seen}; none of them is in the evaluation data"
+    return (
+        f"{seen}; {len(overlap['slides'])} slide(s) and {len(overlap['patients'])} patient(s) "
+        "of them are in the evaluation data"
+    )
+
+
 @dataclass
 class EvaluationRun:
     """One or two models evaluated on the same data: per model its evaluation (on a slide
@@ -640,6 +723,7 @@ class EvaluationRun:
     annotation: Any = None
     slide_file: str | None = None
     shape: tuple[int, int] | None = None
+    overlap: list[dict[str, Any] | None] = field(default_factory=list)
 
     @property
     def reports(self) -> list[Report]:
@@ -648,8 +732,47 @@ class EvaluationRun:
 
     @property
     def warnings(self) -> list[str]:
-        """One `coverage_warning` per model that cannot predict some of the data's classes."""
-        return [coverage_warning(n, m) for n, m in zip(self.names, self.missing, strict=True) if m]
+        """Per model, a `training_overlap_warning` when the data share slides or patients with
+        its training data, and a `coverage_warning` when it cannot predict some classes."""
+        shared = [
+            training_overlap_warning(n, o) for n, o in zip(self.names, self.overlap, strict=False)
+        ]
+        return [w for w in shared if w] + [
+            coverage_warning(n, m) for n, m in zip(self.names, self.missing, strict=True) if m
+        ]
+
+    def methods(self) -> dict[str, Any]:
+        """The Methods record of this evaluation (`reports` renders it): data, each model's
+        training data against it, scoring, versions, date and the warnings."""
+        import datetime as _dt
+
+        from napari_crystal.features import describe
+        from napari_crystal.training import library_versions
+
+        overlap = self.overlap or [None] * len(self.models)
+        return {
+            "kind": "evaluation",
+            "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "data": self.dataset_path or self.slide_file,
+            "models": {
+                name: {
+                    "file": model.path,
+                    "crystals": model.crystals,
+                    "features": describe((model.meta or {}).get("features"))
+                    if (model.meta or {}).get("features")
+                    else f"{model.method} masks {model.size}x{model.size}",
+                    "training": _training_note(o),
+                }
+                for name, model, o in zip(self.names, self.models, overlap, strict=True)
+            },
+            "scoring": {
+                n: e.scoring
+                for n, e in zip(self.names, self.evaluations, strict=True)
+                if e is not None and e.scoring
+            },  # fmt: skip
+            "versions": library_versions(),
+            "warnings": self.warnings,
+        }
 
 
 def _load_models(models: Sequence[Model | str | os.PathLike], names: Sequence[str] | None):
@@ -698,7 +821,9 @@ def evaluate_models(
         test_set = Path(str(where)).stem if where else ""
     missing = []
     for model in models:
-        check_compatible(model, size=dataset.size, method=dataset.method, path=where)
+        check_compatible(
+            model, path=where, **_fit_checks(dataset.size, dataset.method, dataset.meta)
+        )
         missing.append(check_classes(model, model_truth(model, dataset.labels), where))
     evaluations = [
         evaluate_model(
@@ -719,7 +844,11 @@ def evaluate_models(
         comparison = compare_evaluations(
             *evaluations, names=tuple(names), level=level, test_set=test_set
         )
-    return EvaluationRun(names, models, evaluations, comparison, missing, dataset, path)
+    seen = subjects_of(dataset)
+    overlap = [training_overlap(m, seen["slides"], seen["patients"]) for m in models]
+    return EvaluationRun(
+        names, models, evaluations, comparison, missing, dataset, path, overlap=overlap
+    )
 
 
 def evaluate_models_on_slide(
@@ -779,9 +908,12 @@ def evaluate_models_on_slide(
             comparison = compare_evaluations(
                 *evaluations, names=tuple(names), level=level, test_set=Path(slide_file).stem
             )
+    data = runs[0].dataset
+    seen = subjects_of(data)
+    overlap = [training_overlap(m, seen["slides"], seen["patients"]) for m in models]
     return EvaluationRun(
-        names, models, evaluations, comparison, [r.missing for r in runs], runs[0].dataset,
-        None, runs, annotation, str(slide_file), (int(shape[0]), int(shape[1])),
+        names, models, evaluations, comparison, [r.missing for r in runs], data,
+        None, runs, annotation, str(slide_file), (int(shape[0]), int(shape[1])), overlap,
     )  # fmt: skip
 
 

@@ -66,8 +66,28 @@ def _who(r: Report) -> str:
     return r.name or "model"
 
 
+def _evaluation_methods_markdown(methods: dict[str, Any]) -> list[str]:
+    """The Methods section of an evaluation of saved models (`EvaluationRun.methods`)."""
+    out = ["## Methods", "", f"- Data: `{methods.get('data')}`."]
+    for name, m in (methods.get("models") or {}).items():
+        out.append(
+            f"- Model {name} (`{m.get('file')}`): {m.get('features')}, crystal labels "
+            f"{m.get('crystals')}; training data: {m.get('training')}."
+        )
+    scoring = methods.get("scoring") or {}
+    if scoring:
+        out.append("- Scoring: " + "; ".join(f"{n}: {how}" for n, how in scoring.items()) + ".")
+    versions = methods.get("versions") or {}
+    out.append("- Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".")
+    out.append(f"- Date: {methods.get('date')}.")
+    out += [f"- **Warning**: {w}." for w in methods.get("warnings") or []]
+    return [*out, ""]
+
+
 def _methods_markdown(methods: dict[str, Any]) -> list[str]:
     """The Methods section, generated from the run's own record (`study.methods_record`)."""
+    if methods.get("kind") == "evaluation":
+        return _evaluation_methods_markdown(methods)
     out = ["## Methods", ""]
     syn = methods.get("synthetic")
     if syn:

@@ -495,6 +495,19 @@ def read_model_metadata(path: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
+def model_header(path: str | os.PathLike) -> Model:
+    """A model file's description without its forest (``estimator`` None): for checking it
+    against data before the forest is loaded."""
+    meta = read_model_metadata(path)
+    return Model(
+        estimator=None, classes=tuple(str(c) for c in meta["classes"]),
+        crystals=str(meta["crystals"]), size=int(meta["size"]), method=meta.get("method"),
+        level_rule=meta.get("level_rule"), params=dict(meta["params"]),
+        versions=dict(meta["versions"]), training_hash=str(meta["training_hash"]),
+        meta=dict(meta.get("meta") or {}), class_counts={}, path=str(path),
+    )  # fmt: skip
+
+
 def load_model(path: str | os.PathLike) -> Model:
     """Load a model saved by `save_model`, trusting only `TRUSTED_TYPES` (never unpickles).
 

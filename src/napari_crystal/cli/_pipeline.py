@@ -275,7 +275,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from napari_crystal.experiment import write_reports
 
     run = _evaluate_models([args.model], args)
-    files = write_reports(args.out, run.reports, title=f"Evaluation of {args.model.name}")
+    files = write_reports(
+        args.out, run.reports, title=f"Evaluation of {args.model.name}",
+        meta={"methods": run.methods()},
+    )  # fmt: skip
     r = run.reports[0]
     print(f"{r.correct}/{r.n} correct, accuracy {100 * r.accuracy:.1f}%")
     print(f"report: {files['markdown']}")
@@ -289,8 +292,9 @@ def run_compare(args: argparse.Namespace) -> int:
     run = _evaluate_models([args.model_a, args.model_b], args, level=args.level)
     name_a, name_b = run.names
     files = write_reports(
-        args.out, run.reports, [run.comparison], title=f"{name_a} against {name_b}"
-    )
+        args.out, run.reports, [run.comparison], title=f"{name_a} against {name_b}",
+        meta={"methods": run.methods()},
+    )  # fmt: skip
     print(comparison_text(run.comparison))
     print(f"report: {files['markdown']}")
     return 0

@@ -30,6 +30,7 @@ from qtpy.QtCore import Qt
 from napari_crystal.errors import CrystalError
 from napari_crystal.experiment import (
     EvaluationRun,
+    check_evaluation_inputs,
     evaluate_models,
     evaluate_models_on_slide,
     run_prediction_map,
@@ -135,6 +136,9 @@ class EvaluateWidget(Container):
         self.export_button.changed.connect(self.export)
         self.overlay_button.changed.connect(self.build_overlay)
         self.source.changed.connect(self._on_source)
+        for field in (self.model, self.model_b, self.dataset):
+            field.changed.connect(self._check_fields)
+        self._refused: str | None = None
         self.annotation_layer.changed.connect(self._on_annotation)
         self.which.changed.connect(self._show_report)
         viewer.layers.events.inserted.connect(self._refresh)
@@ -163,6 +167,27 @@ class EvaluateWidget(Container):
     def _on_annotation(self, *_: Any) -> None:
         if self.source.value == SLIDE and self.annotation_layer.value is None:
             self.patches.value = "frames"
+
+    def _check_fields(self, *_: Any) -> None:
+        """Once the model(s) and the dataset are chosen, say at once when they do not fit
+        (mask size, method, channel, feature set), as ``run`` would refuse them."""
+        from napari_crystal.errors import ModelError
+
+        ds = str(self.dataset.value or "")
+        try:
+            paths = self._model_paths()
+            if self.source.value != DATASET or not Path(ds).is_dir():
+                return
+            check_evaluation_inputs(paths, ds)
+        except ModelError as exc:
+            text = f"napari-crystal: evaluation: {exc.brief()}"
+            if text != self._refused:  # once per refusal, not per keystroke
+                show_error(text)
+            self._refused = text
+            return
+        except CrystalError:
+            return  # fields still being filled in: ``run`` says what is missing
+        self._refused = None
 
     def _set_results_visible(self, visible: bool) -> None:
         for w in (self.table, self.out, self.export_button, self.overlay_button):
@@ -201,6 +226,7 @@ class EvaluateWidget(Container):
                 ds = str(self.dataset.value or "")
                 if ds in ("", ".") or not Path(ds).exists():
                     raise CrystalError(ds or None, "choose a dataset (.zarr folder)")
+                check_evaluation_inputs(paths, ds)  # the CLI's refusal, before any work
                 fn, args, kwargs = evaluate_models, (paths, ds), {}
             else:
                 _, path, shape, annotation = self._slide_inputs()
@@ -279,7 +305,8 @@ class EvaluateWidget(Container):
                 raise CrystalError(None, "choose a folder to export the report to")
             comparisons = [self.result.comparison] if self.result.comparison else []
             meta = {"models": [m.path for m in self.result.models],
-                    "dataset": self.result.dataset_path, "slide": self.result.slide_file}  # fmt: skip
+                    "dataset": self.result.dataset_path, "slide": self.result.slide_file,
+                    "methods": self.result.methods()}  # fmt: skip
             self.files = write_reports(
                 out, self.result.reports, comparisons, title="Evaluation", meta=meta
             )
