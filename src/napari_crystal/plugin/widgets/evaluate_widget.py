@@ -130,6 +130,7 @@ class EvaluateWidget(Container):
             self.cancel_button,
         )
         self.result: EvaluationRun | None = None
+        self._slide_options: dict = {}  # of the last evaluation on the open slide
         self.overlay = None
         self.files: dict[str, Path] = {}
         self.run_button.changed.connect(self.run)
@@ -231,11 +232,12 @@ class EvaluateWidget(Container):
             else:
                 _, path, shape, annotation = self._slide_inputs()
                 fn, args = evaluate_models_on_slide, (paths, path, annotation)
-                kwargs = {
-                    "shape": shape, "patches": self.patches.value, "frame": self.frame.value,
+                self._slide_options = {
+                    "patches": self.patches.value, "frame": self.frame.value,
                     "window": self.window.value, "threshold": self.threshold.value,
                     "tissue": self.tissue.value,
                 }  # fmt: skip
+                kwargs = {"shape": shape, **self._slide_options}
         except CrystalError as exc:
             show_error(f"napari-crystal: evaluation: {exc.brief()}")
             return None
@@ -341,7 +343,15 @@ class EvaluateWidget(Container):
         )  # fmt: skip
 
     def _overlay_done(self, pmap, layer) -> None:
-        self.overlay = add_overlay_layers(self.viewer, pmap, name=layer.name, slide=layer)
+        from napari_crystal.correction import RetrainSetup
+
+        result, setup = self.result, None
+        if result is not None and result.models and result.models[0].path:
+            options = self._slide_options if result.slide else {}
+            setup = RetrainSetup(str(result.models[0].path), result.dataset_path, dict(options))
+        self.overlay = add_overlay_layers(
+            self.viewer, pmap, name=layer.name, slide=layer, setup=setup
+        )
 
 
 def _pct(x: float) -> str:

@@ -20,13 +20,23 @@ from magicgui.widgets import (
     Label,
     ProgressBar,
     PushButton,
+    Table,
 )
 from napari.utils.colormaps import DirectLabelColormap
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt
 
 from napari_crystal import palette
 from napari_crystal.annotate import view_for
+from napari_crystal.correction import (
+    HISTORY_COLUMNS,
+    RetrainSetup,
+    history_rows,
+    relabel_map,
+    retrain_on_annotation,
+    round_path,
+    score_round,
+)
 from napari_crystal.errors import CrystalError
 from napari_crystal.geometry import raster_transform
 from napari_crystal.plugin.widgets._layers import (
@@ -40,6 +50,7 @@ from napari_crystal.plugin.widgets._layers import (
 )
 from napari_crystal.plugin.widgets._persist import remember
 from napari_crystal.plugin.widgets._runner import Runner
+from napari_crystal.plugin.widgets._ui import confirm_overwrite, job_row, scroll_body, wrapped
 from napari_crystal.predictions import PredictionMap, build_prediction_map
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -47,6 +58,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 ALL, ERRORS = "all patches", "errors only"
 NEXT_ERROR, PREVIOUS_ERROR = ".", ","  # keys; napari gives them no other use
+ACCEPT = "/"  # accept the prediction as the inspected patch's truth; napari has no plain "/"
 ERROR_COLOR = (0.0, 0.0, 0.0, 1.0)
 ERROR_OUTLINE_PX = 8  # errors are outlined: at least this many outline steps per frame side
 
@@ -95,11 +107,12 @@ def _error_factor(pmap: PredictionMap) -> int:
 
 
 class OverlayControls(Container):
-    """Controls of one prediction overlay: which patches to show, grid or overlaid, hover info."""
+    """Controls of one prediction overlay: which patches to show, grid or overlaid, hover info;
+    inspecting a patch, correcting its region's truth, retraining, and the score per round."""
 
     def __init__(
         self, viewer: napari.viewer.Viewer, pmap: PredictionMap, layers: dict, slide=None,
-        world=((1.0, 1.0), (0.0, 0.0)),
+        world=((1.0, 1.0), (0.0, 0.0)), setup: RetrainSetup | None = None,
     ):  # fmt: skip
         self.viewer = viewer
         # level-0 pixel k sits at world k * scale + translate
@@ -109,46 +122,109 @@ class OverlayControls(Container):
         self.truth = layers["truth"]
         self.errors = layers["errors"]
         self.slide = slide
+        self.setup = setup
         self._factor = _error_factor(pmap)
         self._grid_state: dict[str, Any] | None = None
         self._grid_copy = None
-        counts = pmap.error_counts()
-        choices = [ALL, ERRORS] + [f"errors of {c} ({n})" for c, n in counts.items()]
-        self._class_of = {f"errors of {c} ({n})": c for c, n in counts.items()}
-        self.showing = ComboBox(label="show", choices=choices, value=ALL)
+        self._class_of: dict[str, str] = {}
+        # choices from a function: napari's reset_choices keeps them (a list would come back)
+        self.showing = ComboBox(
+            label="show", choices=lambda _w: [ALL, ERRORS, *self._class_of], value=ALL
+        )
         self.grid = CheckBox(text="prediction and truth side by side (grid)", value=False)
-        wrong, labelled = int(pmap.wrong.sum()), int((pmap.truth != "").sum())
-        self.summary = Label(
-            value=f"{len(pmap.table)} patches, {labelled} labelled, {wrong} wrong"
-            + (f" ({100 * wrong / labelled:.1f}%)" if labelled else "")
+        self.summary = wrapped(Label(value=""))
+        self.hover = wrapped(
+            Label(value="hover a patch: true class, predicted class, probabilities")
         )
-        self.hover = Label(value="hover a patch: true class, predicted class, probabilities")
-        self.legend = Label(value=legend_html(pmap))
-        self.picked = Label(
-            value=f"click a patch to inspect it; {NEXT_ERROR} and {PREVIOUS_ERROR}: next and "
-            "previous error"
+        self.legend = wrapped(Label(value=""))
+        self.picked = wrapped(
+            Label(
+                value=f"click a patch to inspect it; {NEXT_ERROR} and {PREVIOUS_ERROR}: next and "
+                "previous error"
+            )
         )
-        for label in (self.summary, self.hover, self.legend, self.picked):
-            label.native.setWordWrap(True)
         self.legend.native.setTextFormat(Qt.TextFormat.RichText)
-        super().__init__(
-            widgets=[self.summary, self.legend, self.showing, self.grid, self.hover, self.picked],
+        # correct and retrain
+        self.true_class = ComboBox(label="true class", choices=list(palette.LABELS))
+        self.set_truth_button = PushButton(text="Set truth")
+        self.accept_button = PushButton(text=f"Accept prediction ({ACCEPT})")
+        self.save_button = PushButton(text="Save annotation")
+        self.retrain_button = PushButton(text="Retrain and re-evaluate")
+        self.cancel_button = PushButton(text="Cancel")
+        self.bar = ProgressBar(label="")
+        self.status = wrapped(Label(value=""))
+        self.history_table = Table(value={"data": [], "columns": list(HISTORY_COLUMNS)})
+        self.history_table.read_only = True
+        self.history_table.native.verticalHeader().setVisible(False)
+        self.history_table.native.setMinimumHeight(110)
+        correct_row = Container(
+            widgets=[self.true_class, self.set_truth_button], layout="horizontal", labels=False
+        )
+        actions = Container(
+            widgets=[self.accept_button, self.save_button], layout="horizontal", labels=False
+        )
+        super().__init__()
+        self.body = scroll_body(
+            self,
+            [
+                self.summary, self.legend, self.showing, self.grid, self.hover, self.picked,
+                wrapped(Label(value="<b>Correct</b> the inspected patch's region:")),
+                correct_row, actions, self.retrain_button,
+                job_row(self.bar, self.cancel_button), self.status, self.history_table,
+            ],
             labels=False,
+        )  # fmt: skip
+        self.runner = Runner(
+            self.bar,
+            [self.set_truth_button, self.accept_button, self.save_button, self.retrain_button],
+            self.cancel_button,
         )
         self.picked_row: int | None = None
-        self._error_rows = np.flatnonzero(pmap.wrong)
+        self.corrected: set[int] = set()  # region ids relabelled here (cumulative over rounds)
         self._error_at = -1
+        self._show_map()
+        model = Path(setup.model).name if setup is not None else ""
+        self.history = [score_round(pmap, 1, model)]
+        self._show_history()
         self.showing.changed.connect(self._on_show)
         self.grid.changed.connect(self._on_grid)
+        self.set_truth_button.changed.connect(lambda *_: self.set_truth())
+        self.accept_button.changed.connect(lambda *_: self.accept_prediction())
+        self.save_button.changed.connect(lambda *_: self.save_annotation())
+        self.retrain_button.changed.connect(lambda *_: self.retrain())
         viewer.mouse_move_callbacks.append(self._on_mouse_move)
         viewer.mouse_drag_callbacks.append(self._on_click)
         self._keys = {
-            NEXT_ERROR: viewer.bind_key(NEXT_ERROR, self._next_error_key, overwrite=True),
-            PREVIOUS_ERROR: viewer.bind_key(
-                PREVIOUS_ERROR, self._previous_error_key, overwrite=True
-            ),
+            key: viewer.bind_key(key, handler, overwrite=True)
+            for key, handler in (
+                (NEXT_ERROR, self._next_error_key),
+                (PREVIOUS_ERROR, self._previous_error_key),
+                (ACCEPT, self._accept_key),
+            )
         }
         viewer.layers.events.removed.connect(self._on_removed)
+
+    def _show_map(self) -> None:
+        """Summary, legend, class choices and error list of the current map."""
+        pmap = self.pmap
+        counts = pmap.error_counts()
+        self._class_of = {f"errors of {c} ({n})": c for c, n in counts.items()}
+        current = self.showing.value
+        self.showing.reset_choices()
+        self.showing.value = current if current in self.showing.choices else ALL
+        wrong, labelled = int(pmap.wrong.sum()), int((pmap.truth != "").sum())
+        self.summary.value = f"{len(pmap.table)} patches, {labelled} labelled, {wrong} wrong" + (
+            f" ({100 * wrong / labelled:.1f}%)" if labelled else ""
+        )
+        self.legend.value = legend_html(pmap)
+        self._error_rows = np.flatnonzero(pmap.wrong)
+
+    def _show_history(self) -> None:
+        self.history_table.value = {
+            "data": history_rows(self.history),
+            "columns": list(HISTORY_COLUMNS),
+        }
+        self.history_table.native.resizeColumnsToContents()
 
     @property
     def layers(self) -> list:
@@ -193,11 +269,16 @@ class OverlayControls(Container):
         overlay.visible = bool(text)
 
     def _on_removed(self, event) -> None:
-        if event.value is self.prediction:
+        if any(event.value is layer for layer in self.layers):
             self.close_overlay()
 
     def close_overlay(self) -> None:
-        """Stop listening to the viewer (the overlay's layers were removed)."""
+        """Stop listening to the viewer, give its keys back and take the panel and the hover
+        text away (one of the overlay's layers was removed)."""
+        if self.runner.busy:
+            self.runner.cancel()
+        if self._grid_state is not None:
+            self.grid.value = False
         if self._on_mouse_move in self.viewer.mouse_move_callbacks:
             self.viewer.mouse_move_callbacks.remove(self._on_mouse_move)
         if self._on_click in self.viewer.mouse_drag_callbacks:
@@ -207,7 +288,29 @@ class OverlayControls(Container):
             if previous is not None:
                 self.viewer.bind_key(key, previous)
         self._keys = {}
-        text_overlay(self.viewer).visible = False
+        try:
+            self.viewer.layers.events.removed.disconnect(self._on_removed)
+        except (TypeError, ValueError, RuntimeError):
+            pass
+        overlay = text_overlay(self.viewer)
+        overlay.text, overlay.visible = "", False
+        self._remove_dock()
+
+    def _remove_dock(self) -> None:
+        """Take this panel's dock out of the window (when it is docked)."""
+        from qtpy.QtWidgets import QDockWidget
+
+        window = getattr(self.viewer, "window", None)
+        widget = self.native.parent()
+        while widget is not None and not isinstance(widget, QDockWidget):
+            widget = widget.parent()
+        if window is None or widget is None:
+            return
+        qt_window = widget.parent()
+        window.remove_dock_widget(widget)  # leaves the panel without a parent
+        self.native.hide()
+        if qt_window is not None:  # not a top-level window of its own: freed with the viewer
+            self.native.setParent(qt_window)
 
     # ---------------------------------------------------------------- inspect
     def _level0(self, world) -> tuple[float, float]:
@@ -253,13 +356,20 @@ class OverlayControls(Container):
 
     def _select_region(self, region_id: int) -> None:
         """Select the region in the first annotation layer that has it."""
+        found = self._region_shape(region_id)
+        if found is not None:
+            layer, index = found
+            layer.selected_data = {index}
+
+    def _region_shape(self, region_id: int):
+        """(annotation layer, shape index) of a region id, the first layer that has it."""
         for layer in self.viewer.layers:
             if not is_annotation_layer(layer) or "region_id" not in layer.features.columns:
                 continue
             hits = np.flatnonzero(layer.features["region_id"].to_numpy() == region_id)
             if len(hits):
-                layer.selected_data = {int(hits[0])}
-                return
+                return layer, int(hits[0])
+        return None
 
     def step_error(self, step: int) -> int | None:
         """Go to the next (``step`` 1) or previous (-1) wrong patch; None when there is none."""
@@ -276,6 +386,173 @@ class OverlayControls(Container):
 
     def _previous_error_key(self, viewer) -> None:
         self.step_error(-1)
+
+    def _accept_key(self, viewer) -> None:
+        self.accept_prediction()
+
+    # ---------------------------------------------------------------- correct
+    def _inspected_region(self, what: str):
+        """(info, layer, shape index) of the inspected patch's region, or None after a
+        notification that leads with why nothing changed."""
+        if self.picked_row is None:
+            show_info(
+                f"napari-crystal: {what}: no patch selected, nothing changed; click a patch in "
+                f"the overlay first (or {NEXT_ERROR} for the next error)"
+            )
+            return None
+        info = self.pmap.info(self.picked_row)
+        if info.kind != "region":
+            show_info(
+                f"napari-crystal: {what}: frame #{info.row} takes its truth from the regions "
+                "around it, nothing changed; relabel those regions in Annotate"
+            )
+            return None
+        found = self._region_shape(info.region_id)
+        if found is None:
+            show_info(
+                f"napari-crystal: {what}: no annotation layer holds region {info.region_id}, "
+                "nothing changed; open the slide's annotation (or draw it) first"
+            )
+            return None
+        return info, *found
+
+    def set_truth(self, label: str | None = None, *, what: str = "set truth") -> bool:
+        """Give the inspected patch's region the true class ``label`` (default: the class box)
+        in its annotation layer (label and colour, as Annotate's keys) and in the overlay;
+        True when done."""
+        from napari_crystal.plugin.widgets.annotate_widget import relabel
+
+        label = self.true_class.value if label is None else str(label)
+        found = self._inspected_region(what)
+        if found is None:
+            return False
+        info, layer, index = found
+        relabel(layer, [index], label)
+        self.corrected.add(info.region_id)
+        self.pmap = relabel_map(self.pmap, [info.region_id], label)
+        self._show_map()
+        self._on_show()
+        self.inspect(info.row)
+        self.status.value = (
+            f"region {info.region_id}: truth {info.truth or 'unlabelled'} -> {label}; "
+            f"{len(self.corrected)} corrected (Save annotation keeps them)"
+        )
+        return True
+
+    def accept_prediction(self) -> bool:
+        """Take the inspected patch's predicted class as its region's truth."""
+        label = None if self.picked_row is None else self.pmap.info(self.picked_row).predicted
+        return self.set_truth(label, what="accept prediction")
+
+    def _annotation_layer(self):
+        """The annotation layer of the overlay's regions (the first that holds one of them)."""
+        ids = np.asarray(self.pmap.table.region_id)[np.asarray(self.pmap.table.kind) == "region"]
+        for rid in [*sorted(self.corrected), *ids[:50].tolist()]:
+            found = self._region_shape(int(rid))
+            if found is not None:
+                return found[0]
+        layers = [x for x in self.viewer.layers if is_annotation_layer(x)]
+        return layers[0] if len(layers) == 1 else None
+
+    def save_annotation(self):
+        """Save the corrected annotation layer to its file with Annotate's writer."""
+        from napari_crystal.plugin.widgets.annotate_widget import default_save_path, save_layer
+
+        layer = self._annotation_layer()
+        if layer is None:
+            show_info(
+                "napari-crystal: nothing saved: no annotation layer holds this overlay's regions"
+            )
+            return None
+        path = default_save_path(layer, self.viewer)
+        if path is None:
+            show_info(
+                "napari-crystal: nothing saved: the layer has no file yet; choose one with "
+                "Annotate's Save to"
+            )
+            return None
+        try:
+            written = save_layer(layer, path)
+        except CrystalError as exc:
+            show_error(f"napari-crystal: not saved: {exc.message} ({Path(path).name})")
+            return None
+        except OSError as exc:
+            show_error(f"napari-crystal: not saved: {exc.strerror or exc} ({Path(path).name})")
+            return None
+        layer.metadata["source"] = str(written)
+        show_info(f"napari-crystal: saved {layer.nshapes} regions to {Path(written).name}")
+        self.status.value = f"saved to {written}"
+        return written
+
+    # ---------------------------------------------------------------- retrain
+    def retrain(self):
+        """Retrain the overlay's model with the corrected annotation, in the background, then
+        re-evaluate it and show the new overlay and round (None when nothing started)."""
+        try:
+            if self.setup is None:
+                raise CrystalError(
+                    None,
+                    "this overlay has no model file: build it from Evaluate or Prediction overlay",
+                )
+            if self.slide is None or self.slide not in self.viewer.layers:
+                raise CrystalError(None, "the overlay's slide layer is not open")
+            if not self.corrected:
+                raise CrystalError(
+                    None,
+                    "no corrections yet: set the truth of a patch first (Set truth, "
+                    f"Accept prediction or {ACCEPT})",
+                )
+            layer = self._annotation_layer()
+            if layer is None:
+                raise CrystalError(None, "no annotation layer holds this overlay's regions")
+            annotation = shapes_annotation(layer, self.slide)
+            path, shape = slide_path(self.slide), slide_shape(self.slide)
+        except CrystalError as exc:
+            show_info(f"napari-crystal: retrain: {exc.brief()}; nothing changed")
+            return None
+        number = len(self.history) + 1
+        out = round_path(self.setup.model, number)
+        if out.exists() and not confirm_overwrite(self.native, out):
+            self.status.value = f"not retrained: {out.name} kept as it was"
+            return None
+        corrections = len(self.corrected)
+        self.status.value = f"round {number}: retraining with {corrections} corrected regions..."
+        return self.runner.start(
+            retrain_on_annotation, self.setup.model, path, annotation, out,
+            regions=sorted(self.corrected), evaluate_on=self.setup.dataset, shape=shape,
+            slide_options=self.setup.slide_options, label=f"retrain (round {number})",
+            on_done=lambda result: self._retrained(result, number, corrections),
+            on_error=lambda exc: setattr(self.status, "value", f"round {number} not done: {exc}"),
+        )  # fmt: skip
+
+    def _retrained(self, result, number: int, corrections: int) -> None:
+        self.setup.model = str(result.path)
+        self.update_map(result.pmap)
+        note = "optimistic" if result.warnings else ""
+        self.history.append(score_round(result.pmap, number, result.path.name, corrections, note))
+        self._show_history()
+        for text in result.warnings:
+            show_warning(f"napari-crystal: round {number}: {text}")
+        r = self.history[-1]
+        self.status.value = (
+            f"round {number}: {result.n_train} training patches ({result.added} from this "
+            f"slide's corrections); {r.wrong} of {r.n} wrong; model saved to {result.path}"
+        )
+
+    def update_map(self, pmap: PredictionMap) -> None:
+        """Show a new map of the same slide in the overlay's layers (a retrained model's)."""
+        self.pmap = pmap
+        self._factor = _error_factor(pmap)
+        a, b = self._world
+        for layer, step in (
+            (self.prediction, pmap.raster.scale),
+            (self.truth, pmap.raster.scale),
+            (self.errors, pmap.raster.scale / self._factor),
+        ):
+            layer.scale, layer.translate = raster_transform(step, world=(a, b))
+        self.picked_row, self._error_at = None, -1
+        self._show_map()
+        self._on_show()
 
     # ---------------------------------------------------------------- grid
     def _on_grid(self, value: bool) -> None:
@@ -331,9 +608,17 @@ class OverlayControls(Container):
 
 
 def add_overlay_layers(
-    viewer: napari.viewer.Viewer, pmap: PredictionMap, *, name: str = "", slide=None, dock=True
+    viewer: napari.viewer.Viewer,
+    pmap: PredictionMap,
+    *,
+    name: str = "",
+    slide=None,
+    dock=True,
+    setup: RetrainSetup | None = None,
 ) -> OverlayControls:
-    """Add a built `PredictionMap` to the viewer (main thread): truth, prediction, errors."""
+    """Add a built `PredictionMap` to the viewer (main thread): truth, prediction, errors.
+
+    ``setup`` (model file and evaluation source) lets the panel retrain and re-evaluate."""
     prefix = f"{name} " if name else ""
     a, b = np.ones(2), np.zeros(2)
     if slide is not None:  # maps are in level-0 pixels; follow the slide layer's world transform
@@ -360,7 +645,12 @@ def add_overlay_layers(
     errors.contour = 1 if pmap.raster.kind == "frame" else 2  # outlines: the classes stay visible
     truth.visible = False  # overlaid mode shows the prediction over the slide; grid shows both
     controls = OverlayControls(
-        viewer, pmap, {"prediction": prediction, "truth": truth, "errors": errors}, slide, (a, b)
+        viewer,
+        pmap,
+        {"prediction": prediction, "truth": truth, "errors": errors},
+        slide,
+        (a, b),
+        setup,
     )
     if dock and getattr(viewer, "window", None) is not None:
         viewer.window.add_dock_widget(controls, name=f"{prefix}overlay".strip(), area="right")
@@ -474,7 +764,10 @@ class PredictionOverlayWidget(Container):
         )  # fmt: skip
 
     def _done(self, pmap: PredictionMap, layer) -> None:
-        self.controls = add_overlay_layers(self.viewer, pmap, name=layer.name, slide=layer)
+        setup = RetrainSetup(str(self.model.value), dataset=str(self.dataset.value))
+        self.controls = add_overlay_layers(
+            self.viewer, pmap, name=layer.name, slide=layer, setup=setup
+        )
         show_info(
             f"napari-crystal: overlay of {len(pmap.table)} patches, {int(pmap.wrong.sum())} wrong"
         )
