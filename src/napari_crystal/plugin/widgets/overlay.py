@@ -153,7 +153,7 @@ class OverlayControls(Container):
         self.cancel_button = PushButton(text="Cancel")
         self.bar = ProgressBar(label="")
         self.status = wrapped(Label(value=""))
-        self.history_table = Table(value={"data": [], "columns": list(HISTORY_COLUMNS)})
+        self.history_table = Table(value={name: [] for name in HISTORY_COLUMNS})
         self.history_table.read_only = True
         self.history_table.native.verticalHeader().setVisible(False)
         self.history_table.native.setMinimumHeight(110)
@@ -220,9 +220,9 @@ class OverlayControls(Container):
         self._error_rows = np.flatnonzero(pmap.wrong)
 
     def _show_history(self) -> None:
+        rows = history_rows(self.history)
         self.history_table.value = {
-            "data": history_rows(self.history),
-            "columns": list(HISTORY_COLUMNS),
+            name: [row[i] for row in rows] for i, name in enumerate(HISTORY_COLUMNS)
         }
         self.history_table.native.resizeColumnsToContents()
 
