@@ -18,13 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from napari_crystal.dataset import Dataset, dependence_warning
+from napari_crystal.dataset import Dataset
 from napari_crystal.errors import Cancelled, DatasetError
 from napari_crystal.experiment import (
     EvaluationRun,
     evaluate_models,
     evaluate_models_on_slide,
     run_prediction_map,
+    subjects_of,
 )
 from napari_crystal.predictions import PredictionMap, class_indices
 from napari_crystal.training import Model, map_labels, save_model, train_model
@@ -294,6 +295,7 @@ def retrain_on_annotation(
     model_meta = {
         **(model.meta or {}),
         "n_patches": len(training),
+        "training": subjects_of(training),  # so evaluations warn when they share its slides
         "retrained": {
             "from": model.path,
             "slide": str(slide),
@@ -313,7 +315,6 @@ def retrain_on_annotation(
             [retrained], evaluate_on, names=[name], progress=_share(progress, 0.8, 0.2),
             cancel=cancel,
         )  # fmt: skip
-        note = dependence_warning(training, run.dataset, ("training", "evaluation"))
         try:
             pmap = run_prediction_map(run, slide, shape, annotation)
         except DatasetError:  # corrected labels differ from the dataset's: boxes, not polygons
@@ -324,15 +325,7 @@ def retrain_on_annotation(
             progress=_share(progress, 0.8, 0.2), cancel=cancel, **(slide_options or {}),
         )  # fmt: skip
         pmap = run_prediction_map(run, slide, shape, annotation)
-        inside = int(np.sum([Path(s).name == slide.name for s in train_table.slide.tolist()]))
-        note = None
-        if inside:
-            note = (
-                f"{inside} of the slide's regions are in the training set: the score on this "
-                "slide is optimistic for them"
-            )
-    if note:
-        warnings.append(note)
+    warnings += run.warnings  # e.g. evaluated on slides the new model was trained on
     if cancel is not None and cancel.is_set():
         raise Cancelled("retraining cancelled")
     path = save_model(retrained, out)

@@ -528,7 +528,7 @@ class OverlayControls(Container):
     def _retrained(self, result, number: int, corrections: int) -> None:
         self.setup.model = str(result.path)
         self.update_map(result.pmap)
-        note = "optimistic" if result.warnings else ""
+        note = "optimistic" if any("optimistic" in w for w in result.warnings) else ""
         self.history.append(score_round(result.pmap, number, result.path.name, corrections, note))
         self._show_history()
         for text in result.warnings:
