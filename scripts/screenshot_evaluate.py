@@ -4,7 +4,8 @@ Trains two small models (with and without crystals) on the tiny synthetic corpus
 them in the Evaluate widget of a shown napari viewer (Xvfb via pyvirtualdisplay when there is
 no display), then evaluates the sample slide and builds its prediction overlay. Writes
 docs/evaluate-widget.png, docs/prediction-overlay.png (a wrong region hovered and clicked) and
-docs/overlay-next-error.png (after the next-error key).
+docs/overlay-next-error.png (after the next-error key), then accepts that patch's prediction and
+retrains: docs/overlay-retrain.png (the history of two rounds).
 """
 
 from __future__ import annotations
@@ -128,6 +129,19 @@ def main() -> int:
             QTest.keyClick(canvas, Qt.Key.Key_Period)
             QTest.keyClick(canvas, Qt.Key.Key_Period)
             save_screenshot(viewer, DOCS / "overlay-next-error.png", 0.5)
+            # correct and retrain: accept the prediction by key, retrain, the history's 2 rounds
+            QTest.keyClick(canvas, Qt.Key.Key_Slash)
+            if not overlay.corrected:
+                raise RuntimeError("accepting the prediction corrected nothing")
+            overlay.retrain()
+            wait_for_job(overlay)
+            if len(overlay.history) != 2:
+                raise RuntimeError("retraining failed (see the notifications)")
+            from qtpy.QtWidgets import QScrollArea
+
+            for area in overlay.native.findChildren(QScrollArea):
+                area.verticalScrollBar().setValue(area.verticalScrollBar().maximum())
+            save_screenshot(viewer, DOCS / "overlay-retrain.png", 0.5)
             viewer.close()
     finally:
         if display is not None:

@@ -168,7 +168,7 @@ class OverlayControls(Container):
             self,
             [
                 self.summary, self.legend, self.showing, self.grid, self.hover, self.picked,
-                wrapped(Label(value="<b>Correct</b> the inspected patch's region:")),
+                Label(value="<b>Correct</b> the inspected patch's region:"),
                 correct_row, actions, self.retrain_button,
                 job_row(self.bar, self.cancel_button), self.status, self.history_table,
             ],
