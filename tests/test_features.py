@@ -331,3 +331,86 @@ def test_colour_from_block_sums_equals_colour_per_window():
         got = sets.colour_from_sums(acc[None], 64)[0]
         want = sets.colour(img[top : top + 8, left : left + 8], np.ones((8, 8), bool), 1.0)
         assert np.allclose(got, want, atol=1e-6), (top, left)
+
+
+# --------------------------------------------------------------------------- many windows at once
+
+
+def _windows(rng, k, h, w, n_levels):
+    """Random grey-level windows with a constant one and a sparse one (edge cases)."""
+    lv = rng.integers(0, n_levels, (k, h, w)).astype(np.uint8)
+    lv[1] = n_levels // 2
+    lv[2] = (rng.random((h, w)) < 0.05) * (n_levels - 1)
+    return lv
+
+
+def test_glcm_counts_of_many_windows_equal_graycomatrix_of_each():
+    from skimage.feature import graycomatrix
+
+    lv = _windows(np.random.default_rng(5), 6, 9, 11, 5)
+    got = sets.glcm_counts_windows(lv, 5)
+    for i in range(len(lv)):
+        want = graycomatrix(lv[i], list(sets.GLCM_DISTANCES), list(sets.GLCM_ANGLES), levels=5,
+                            symmetric=True)  # fmt: skip
+        assert np.array_equal(got[i], np.moveaxis(want, (0, 1), (2, 3))), i
+
+
+def test_glcm_properties_equal_graycoprops():
+    from skimage.feature import graycomatrix, graycoprops
+
+    lv = _windows(np.random.default_rng(6), 5, 8, 7, 6)
+    counts = sets.glcm_counts_windows(lv, 6)
+    counts[3] = 0  # an empty matrix: zeros, correlation 1
+    got = sets.glcm_properties(counts)
+    for i in range(len(lv)):
+        glcm = graycomatrix(lv[i], list(sets.GLCM_DISTANCES), list(sets.GLCM_ANGLES), levels=6,
+                            symmetric=True, normed=True) * (i != 3)  # fmt: skip
+        want = [graycoprops(glcm, p).mean(axis=1) for p in sets.GLCM_PROPS]
+        assert np.allclose(got[i], np.concatenate(want), rtol=1e-12, atol=1e-12), i
+
+
+def test_texture_of_many_windows_equals_texture_of_each():
+    rng = np.random.default_rng(7)
+    rgb = rng.integers(0, 256, (6, 12, 13, 3), dtype=np.uint8)
+    rgb[1] = (120, 60, 150)  # a flat window
+    rgb[2, 3:6, 4:9] = 255
+    got = sets.texture_windows(np.stack([sets.texture_levels(w) for w in rgb]), 1.0)
+    want = np.stack([sets.texture(w, np.ones((12, 13), bool), 1.0) for w in rgb])
+    assert np.allclose(got, want, rtol=1e-10, atol=1e-10)
+
+
+def test_lbp_of_many_windows_sees_a_zero_border_not_the_next_window():
+    from skimage.feature import local_binary_pattern
+
+    lv = _windows(np.random.default_rng(8), 4, 6, 5, 32)
+    for points, radius in sets.LBP_SETTINGS:
+        got = sets.lbp_windows(lv, points, radius)
+        for i, w in enumerate(lv):
+            codes = local_binary_pattern(w, points, radius, method="uniform").astype(int)
+            want = np.bincount(codes.ravel(), minlength=points + 2) / w.size
+            assert np.allclose(got[i], want), (points, i)
+
+
+def test_morphology_of_many_windows_equals_morphology_of_each():
+    rng = np.random.default_rng(9)
+    grey = rng.random((6, 10, 12))
+    grey[1] = 1.0  # no dark component
+    grey[2] = 0.1  # one component covering the window
+    grey[3] = np.where(rng.random((10, 12)) < 0.3, 0.2, 0.9)  # many, ties for the largest
+    grey[4, :, 6] = 0.1  # a dark column touching the next window's side in a naive mosaic
+    for um in (1.0, 4.0):
+        got = sets.morphology_windows(grey, um)
+        ones = np.ones((10, 12), bool)
+        want = [np.concatenate([sets.region_shape(ones, um), sets.dark_components(g, ones, um)])
+                for g in grey]  # fmt: skip
+        assert np.allclose(got, np.stack(want), rtol=1e-12, atol=1e-12), um
+
+
+def test_multiscale_of_many_windows_equals_multiscale_of_each():
+    rng = np.random.default_rng(10)
+    img = rng.random((4, 17, 20)).astype(np.float32)
+    img[1] = 0.5
+    img[2, 5:9, 3:11] = 1.0
+    got = sets.multiscale_windows(img, 1.0)
+    want = np.stack([sets.pooled_multiscale(w, np.ones(w.shape, bool)) for w in img])
+    assert np.allclose(got, want, rtol=1e-6, atol=1e-7)

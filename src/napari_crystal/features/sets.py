@@ -100,6 +100,76 @@ def glcm_features(
     return np.concatenate(out).astype(np.float64)
 
 
+def glcm_properties(counts: np.ndarray) -> np.ndarray:
+    """`GLCM_PROPS` of k windows' co-occurrence counts (k, distances, angles, levels, levels),
+    averaged over angles as `glcm_features` does: (k, len(GLCM_PROPS) * distances).
+
+    graycoprops' definitions written as products over all matrices at once, on the counts
+    with each matrix's total divided out of the results (graycoprops itself, one call per
+    window, costs ~5 ms; equality with it is tested): weighted sums for contrast,
+    dissimilarity and homogeneity, squared sums for ASM and energy, marginal means and
+    deviations for correlation (1 where a deviation is under 1e-15, as in skimage). An empty
+    matrix gives zeros and correlation 1, as in `glcm_features`.
+    """
+    k, n_d, n_a, n, _ = counts.shape
+    glcm = counts.reshape(-1, n, n).astype(np.float64)
+    total = glcm.sum(axis=(1, 2))
+    scale = np.divide(1.0, total, out=np.zeros_like(total), where=total > 0)
+    flat = glcm.reshape(len(glcm), n * n)
+    i, j = np.ogrid[0:n, 0:n]
+    weights = np.stack([(i - j) ** 2, np.abs(i - j), 1.0 / (1.0 + (i - j) ** 2)], -1)
+    contrast, dissimilarity, homogeneity = (flat @ weights.reshape(n * n, 3)).T * scale
+    asm = np.einsum("mx,mx->m", flat, flat) * scale * scale
+    grey = np.arange(n, dtype=np.float64)
+    p_i, p_j = glcm.sum(axis=2) * scale[:, None], glcm.sum(axis=1) * scale[:, None]
+    d_i, d_j = grey - (p_i @ grey)[:, None], grey - (p_j @ grey)[:, None]
+    std_i = np.sqrt(np.einsum("mx,mx->m", p_i, d_i * d_i))
+    std_j = np.sqrt(np.einsum("mx,mx->m", p_j, d_j * d_j))
+    cov = np.einsum("mx,mx->m", np.einsum("mxy,my->mx", glcm, d_j), d_i) * scale
+    flat_std = (std_i < 1e-15) | (std_j < 1e-15)
+    correlation = np.where(flat_std, 1.0, cov / np.where(flat_std, 1.0, std_i * std_j))
+    props = {"contrast": contrast, "dissimilarity": dissimilarity, "homogeneity": homogeneity,
+             "energy": np.sqrt(asm), "correlation": correlation, "ASM": asm}  # fmt: skip
+    per = np.stack([props[p].reshape(k, n_d, n_a).mean(axis=2) for p in GLCM_PROPS], axis=1)
+    return per.reshape(k, len(GLCM_PROPS) * n_d)
+
+
+def glcm_offset(distance: float, angle: float) -> tuple[int, int]:
+    """The (row, column) step of a (distance, angle) pair, rounded as graycomatrix does."""
+    steps = np.array([np.sin(angle), np.cos(angle)]) * distance
+    dr, dc = np.sign(steps) * np.floor(np.abs(steps) + 0.5)  # C round(): half away from zero
+    return int(dr), int(dc)
+
+
+def glcm_counts_windows(
+    levels: np.ndarray, n_levels: int = GLCM_LEVELS, distances=GLCM_DISTANCES, angles=GLCM_ANGLES
+) -> np.ndarray:
+    """Symmetric co-occurrence counts of k whole windows (k, h, w) of grey levels at once:
+    (k, distances, angles, n_levels, n_levels); window i's is graycomatrix(symmetric=True) of
+    it with the axes moved (tested). One bincount per offset over all windows' pixel pairs."""
+    k, h, w = levels.shape
+    base = (np.arange(k, dtype=np.intp) * n_levels * n_levels)[:, None, None]
+    out = np.empty((k, len(distances), len(angles), n_levels, n_levels), dtype=np.int64)
+    for i, d in enumerate(distances):
+        for j, a in enumerate(angles):
+            dr, dc = glcm_offset(d, a)
+            rows_a, rows_b = _pair_spans(h, dr)
+            cols_a, cols_b = _pair_spans(w, dc)
+            first = levels[:, rows_a, cols_a].astype(np.intp)
+            codes = base + first * n_levels + levels[:, rows_b, cols_b]
+            counts = np.bincount(codes.ravel(), minlength=k * n_levels * n_levels)
+            counts = counts.reshape(k, n_levels, n_levels)
+            out[:, i, j] = counts + counts.transpose(0, 2, 1)
+    return out
+
+
+def _pair_spans(n: int, step: int) -> tuple[slice, slice]:
+    """Slices of the first and second pixels of the pairs ``step`` apart along a side of n."""
+    if step >= 0:
+        return slice(0, max(0, n - step)), slice(step, n)
+    return slice(-step, n), slice(0, max(0, n + step))
+
+
 def lbp_histogram(img: np.ndarray, inside: np.ndarray, points: int, radius: float) -> np.ndarray:
     """Normalised histogram of uniform local binary patterns inside the region (P + 2 bins)."""
     from skimage.feature import local_binary_pattern
@@ -110,6 +180,35 @@ def lbp_histogram(img: np.ndarray, inside: np.ndarray, points: int, radius: floa
     return hist / total if total else hist.astype(np.float64)
 
 
+def lbp_windows(levels: np.ndarray, points: int, radius: float) -> np.ndarray:
+    """`lbp_histogram` of k whole windows (k, h, w) at once: (k, points + 2).
+
+    The windows are laid one under another, ``ceil(radius)`` zero rows and columns apart, and
+    local_binary_pattern runs once over that mosaic: a window's border samples then see zeros,
+    as the constant (0) border of a lone window does, never a neighbouring window.
+    """
+    from skimage.feature import local_binary_pattern
+
+    k, h, w = levels.shape
+    gap = int(np.ceil(radius))
+    mosaic = np.zeros((k, h + gap, w + gap), dtype=levels.dtype)
+    mosaic[:, :h, :w] = levels
+    codes = local_binary_pattern(mosaic.reshape(k * (h + gap), w + gap), points, radius,
+                                 method="uniform")  # fmt: skip
+    codes = codes.reshape(k, h + gap, w + gap)[:, :h, :w].astype(np.intp)
+    bins = points + 2
+    codes += (np.arange(k, dtype=np.intp) * bins)[:, None, None]
+    return np.bincount(codes.ravel(), minlength=k * bins).reshape(k, bins) / (h * w)
+
+
+def texture_windows(levels: np.ndarray, um_per_px: float) -> np.ndarray:
+    """`texture` of k whole windows given as their (k, h, w) quantised haematoxylin levels
+    (whole-slide maps, where every window is entirely "inside"): (k, 46), same numbers."""
+    parts = [glcm_properties(glcm_counts_windows(levels))]
+    parts += [lbp_windows(levels, p, r) for p, r in LBP_SETTINGS]
+    return np.concatenate(parts, axis=1)
+
+
 def texture_names() -> list[str]:
     names = [f"glcm_{p}_d{d}" for p in GLCM_PROPS for d in GLCM_DISTANCES]
     for p, r in LBP_SETTINGS:
@@ -117,10 +216,15 @@ def texture_names() -> list[str]:
     return names
 
 
+def texture_levels(rgb: np.ndarray) -> np.ndarray:
+    """The haematoxylin channel quantised to `GLCM_LEVELS` grey levels, uint8."""
+    return quantise(hed(rgb)[..., 0], *HED_RANGES[0], GLCM_LEVELS)
+
+
 def texture(rgb: np.ndarray, inside: np.ndarray, um_per_px: float) -> np.ndarray:
     """GLCM properties and LBP histograms of the haematoxylin channel (see `texture_names`)."""
     check_size(inside)
-    h = quantise(hed(rgb)[..., 0], *HED_RANGES[0], GLCM_LEVELS)
+    h = texture_levels(rgb)
     parts = [glcm_features(h, inside)]
     parts += [lbp_histogram(h, inside, p, r) for p, r in LBP_SETTINGS]
     return np.concatenate(parts)
@@ -277,15 +381,68 @@ def morphology_names() -> list[str]:
     return list(SHAPE_NAMES) + list(DARK_NAMES)
 
 
-def morphology(rgb: np.ndarray, inside: np.ndarray, um_per_px: float) -> np.ndarray:
-    """Region shape and its dark (calcification-like) components."""
+def grey_image(rgb: np.ndarray) -> np.ndarray:
+    """Grey levels in [0, 1] (skimage.color.rgb2gray), float64."""
     from skimage.color import rgb2gray
 
+    return rgb2gray(np.asarray(rgb)[..., :3])
+
+
+def morphology(rgb: np.ndarray, inside: np.ndarray, um_per_px: float) -> np.ndarray:
+    """Region shape and its dark (calcification-like) components."""
     check_size(inside)
-    grey = rgb2gray(np.asarray(rgb)[..., :3])
+    grey = grey_image(rgb)
     return np.concatenate(
         [region_shape(inside, um_per_px), dark_components(grey, inside, um_per_px)]
     )
+
+
+def dark_components_windows(grey: np.ndarray, um_per_px: float) -> np.ndarray:
+    """`dark_components` of k whole windows (k, h, w) of grey levels at once: (k, 7).
+
+    The windows are labelled in one call, laid one under another a background row and
+    column apart (so no component joins two windows); per-component areas and darkness
+    sums are bincounts, gathered per window.
+    """
+    from skimage.measure import label
+
+    k, h, w = grey.shape
+    mosaic = np.zeros((k, h + 1, w + 1), dtype=np.uint8)
+    mosaic[:, :h, :w] = grey <= DARK_GREY
+    labels = label(mosaic.reshape(k * (h + 1), w + 1), connectivity=2)
+    labels = labels.reshape(k, h + 1, w + 1)[:, :h, :w].ravel()
+    n = int(labels.max()) + 1
+    px = np.bincount(labels, minlength=n)[1:].astype(np.float64)
+    dark_sum = np.bincount(labels, weights=(1 - grey).ravel(), minlength=n)[1:]
+    window = np.zeros(n, dtype=np.intp)
+    window[labels] = np.repeat(np.arange(k, dtype=np.intp), h * w)
+    window = window[1:]
+    px_um2 = float(um_per_px) ** 2
+    areas = px * px_um2
+    count = np.bincount(window, minlength=k).astype(np.float64)
+    total = np.bincount(window, weights=px, minlength=k)
+    any_ = count > 0
+    out = np.zeros((k, len(DARK_NAMES)))
+    area_um2 = h * w * px_um2
+    out[:, 0] = count / area_um2 * 1e6
+    out[:, 1] = total * px_um2 / area_um2
+    out[any_, 2] = np.bincount(window, weights=areas, minlength=k)[any_] / count[any_]
+    # the largest component of each window, the first in label order on ties (as np.argmax)
+    order = np.lexsort((np.arange(n - 1), -areas, window))
+    first = order[np.unique(window[order], return_index=True)[1]]
+    out[window[first], 3] = areas[first]
+    out[:, 4] = np.bincount(window, weights=areas >= LARGE_UM2, minlength=k)
+    out[any_, 5] = np.bincount(window, weights=dark_sum, minlength=k)[any_] / total[any_]
+    out[window[first], 6] = dark_sum[first] / px[first]
+    return out
+
+
+def morphology_windows(grey: np.ndarray, um_per_px: float) -> np.ndarray:
+    """`morphology` of k whole windows (k, h, w) of grey levels (whole-slide maps): the shape
+    of the full window, the same for all, and each window's dark components; (k, 14)."""
+    k, h, w = grey.shape
+    shape = region_shape(np.ones((h, w), dtype=bool), um_per_px)
+    return np.concatenate([np.tile(shape, (k, 1)), dark_components_windows(grey, um_per_px)], 1)
 
 
 # --------------------------------------------------------------------------- multiscale
@@ -320,12 +477,50 @@ def pooled_multiscale(img: np.ndarray, inside: np.ndarray) -> np.ndarray:
     return np.concatenate([picked.mean(axis=0), picked.std(axis=0)])
 
 
+def multiscale_image(rgb: np.ndarray) -> np.ndarray:
+    """The haematoxylin channel scaled from its `HED_RANGES` to [0, 1], float32."""
+    lo, hi = HED_RANGES[0]
+    return np.clip((hed(rgb)[..., 0] - lo) / (hi - lo), 0, 1)
+
+
 def multiscale(rgb: np.ndarray, inside: np.ndarray, um_per_px: float) -> np.ndarray:
     """Multiscale Gaussian, edge and Hessian features of the haematoxylin channel, pooled."""
     check_size(inside)
-    lo, hi = HED_RANGES[0]
-    h = np.clip((hed(rgb)[..., 0] - lo) / (hi - lo), 0, 1)
-    return pooled_multiscale(h, inside)
+    return pooled_multiscale(multiscale_image(rgb), inside)
+
+
+#: skimage.filters.sobel's kernel: a central difference along the edge axis, [1, 2, 1] / 4
+#: smoothing along the other.
+_SOBEL_EDGE, _SOBEL_SMOOTH = np.array([1.0, 0.0, -1.0]), np.array([1.0, 2.0, 1.0]) / 4
+
+
+def multiscale_windows(img: np.ndarray, um_per_px: float) -> np.ndarray:
+    """`pooled_multiscale` of k whole windows (k, h, w) at once: (k, 40), same numbers.
+
+    skimage's multiscale_basic_features is for one image; here its steps run on the stack of
+    windows with every filter confined to the two image axes (Gaussian with a zero sigma on
+    the stack axis, Sobel kernels of one plane, gradients along axes 1 and 2), with the
+    borders each window alone would get.
+    """
+    from scipy import ndimage as ndi
+    from skimage.feature import hessian_matrix_eigvals
+    from skimage.filters import gaussian
+
+    stack = np.ascontiguousarray(img, dtype=np.float32)
+    k = len(stack)
+    planes = []
+    for sigma in _sigmas():
+        smooth = gaussian(stack, sigma=sigma, preserve_range=False, channel_axis=0)
+        edges = np.zeros_like(smooth)
+        for kernel in (np.outer(_SOBEL_EDGE, _SOBEL_SMOOTH), np.outer(_SOBEL_SMOOTH, _SOBEL_EDGE)):
+            part = ndi.convolve(smooth, kernel[None], mode="reflect")
+            edges += part * part
+        edges = np.sqrt(edges) / np.sqrt(2, dtype=edges.dtype)
+        d_r, d_c = np.gradient(smooth, axis=(1, 2))
+        hessian = [np.gradient(d_r, axis=1), np.gradient(d_r, axis=2), np.gradient(d_c, axis=2)]
+        planes += [smooth, edges, *hessian_matrix_eigvals(hessian)]
+    feats = np.stack(planes, axis=-1).reshape(k, -1, len(planes)).astype(np.float64)
+    return np.concatenate([feats.mean(axis=1), feats.std(axis=1)], axis=1)
 
 
 #: name -> (feature names, extractor); "mask" is the packed-mask baseline (no extractor).
@@ -334,4 +529,13 @@ SETS = {
     "colour": (colour_names, colour),
     "morphology": (morphology_names, morphology),
     "multiscale": (multiscale_names, multiscale),
+}
+
+#: name -> (the set's per-pixel channel of an RGB image, rows of k whole windows of that
+#: channel (k, h, w) and um per pixel): whole-slide maps compute the channel once per strip.
+#: Colour has its own block-sum path (`colour_sums`).
+WINDOWS = {
+    "texture": (texture_levels, texture_windows),
+    "morphology": (grey_image, morphology_windows),
+    "multiscale": (multiscale_image, multiscale_windows),
 }
