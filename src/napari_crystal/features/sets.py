@@ -507,7 +507,6 @@ def multiscale_windows(img: np.ndarray, um_per_px: float) -> np.ndarray:
     from skimage.filters import gaussian
 
     stack = np.ascontiguousarray(img, dtype=np.float32)
-    k = len(stack)
     planes = []
     for sigma in _sigmas():
         smooth = gaussian(stack, sigma=sigma, preserve_range=False, channel_axis=0)
@@ -519,8 +518,9 @@ def multiscale_windows(img: np.ndarray, um_per_px: float) -> np.ndarray:
         d_r, d_c = np.gradient(smooth, axis=(1, 2))
         hessian = [np.gradient(d_r, axis=1), np.gradient(d_r, axis=2), np.gradient(d_c, axis=2)]
         planes += [smooth, edges, *hessian_matrix_eigvals(hessian)]
-    feats = np.stack(planes, axis=-1).reshape(k, -1, len(planes)).astype(np.float64)
-    return np.concatenate([feats.mean(axis=1), feats.std(axis=1)], axis=1)
+    means = [plane.mean(axis=(1, 2), dtype=np.float64) for plane in planes]
+    stds = [plane.std(axis=(1, 2), dtype=np.float64) for plane in planes]
+    return np.stack(means + stds, axis=1)
 
 
 #: name -> (feature names, extractor); "mask" is the packed-mask baseline (no extractor).
