@@ -146,13 +146,19 @@ def glcm_counts_windows(
 ) -> np.ndarray:
     """Symmetric co-occurrence counts of k whole windows (k, h, w) of grey levels at once:
     (k, distances, angles, n_levels, n_levels); window i's is graycomatrix(symmetric=True) of
-    it with the axes moved (tested). One bincount per offset over all windows' pixel pairs."""
+    it with the axes moved (tested). One bincount per distinct offset over all windows' pixel
+    pairs (distances 1 and 2 share their diagonal offsets once rounded)."""
     k, h, w = levels.shape
     base = (np.arange(k, dtype=np.intp) * n_levels * n_levels)[:, None, None]
     out = np.empty((k, len(distances), len(angles), n_levels, n_levels), dtype=np.int64)
+    done: dict[tuple[int, int], tuple[int, int]] = {}
     for i, d in enumerate(distances):
         for j, a in enumerate(angles):
             dr, dc = glcm_offset(d, a)
+            if (dr, dc) in done:
+                out[:, i, j] = out[:, done[dr, dc][0], done[dr, dc][1]]
+                continue
+            done[dr, dc] = (i, j)
             rows_a, rows_b = _pair_spans(h, dr)
             cols_a, cols_b = _pair_spans(w, dc)
             first = levels[:, rows_a, cols_a].astype(np.intp)
