@@ -302,9 +302,9 @@ def test_experiment_compares_feature_sets_with_the_mask_baseline(tiny_corpus, tm
     args = ["experiment", str(tiny_corpus), "--out", str(out), "--features", "colour,mask",
             "--mpp", "2", "--stain", "reinhard", "--trees", "5", "--jobs", "1", "--quiet"]  # fmt: skip
     assert main(args) == 0
-    assert (
-        "(synthetic tiny, effect" in capsys.readouterr().out
-    )  # never "(real)" for a synthetic corpus
+    printed = capsys.readouterr().out
+    assert "(synthetic tiny (seed 42, effect" in printed  # never "(real)" for a synthetic corpus
+    assert "matched-data control: +" in printed  # the Methods summary, matched arm included
     text = (out / "report.md").read_text()
     assert "## Feature sets against the mask baseline" in text
     assert "| colour | with crystals | eval |" in text and "stain reinhard" in text

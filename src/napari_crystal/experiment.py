@@ -189,9 +189,15 @@ def evaluate_model(
         pred, proba = predict_chunked(
             model, block, chunk=chunk, progress=progress, cancel=cancel, n_jobs=n_jobs
         )
-        truth = model_truth(model, np.asarray(dataset.labels)[rows])
-        report = evaluate(truth, pred, model.classes, name=name, test_set=test_set)
-        return Evaluation(report, pred, proba, truth, rows)
+        labels = np.asarray(dataset.labels)[rows]
+        truth, pred, scored, classes, scoring = score_space(model, labels, pred, proba)
+        report = evaluate(truth, pred, classes, name=name, test_set=test_set)
+        report.meta["scoring"] = scoring
+        report.meta["calibration"] = calibration(truth, scored, classes)
+        return Evaluation(
+            report, pred, proba, truth, rows, scoring=scoring, classes=tuple(model.classes),
+            patients=np.asarray(dataset.patients)[rows],
+        )  # fmt: skip
     pred, proba = predict_chunked(
         model, dataset.packed, chunk=chunk, progress=progress, cancel=cancel, n_jobs=n_jobs,
         scheduler=scheduler, source=None if isinstance(dataset.packed, np.ndarray) else where,
@@ -314,7 +320,8 @@ def run_experiment(
 
     ``features`` other than just ``mask`` runs these steps for every feature set and compares
     each with the mask baseline (`features.experiment.run_feature_experiment`, which takes
-    ``feature_options``: mpp, max_side, stain, stain_reference).
+    ``feature_options``: mpp, max_side, stain, stain_reference; every set gets the same
+    matched-data arm, seed and bootstrap).
 
     ``scheduler`` (see `parallel.run_tasks`) runs dataset building and, unless it is local
     threads (where the forest's own threads serve better), prediction as dask tasks.
@@ -336,7 +343,7 @@ def run_experiment(
         return run_feature_experiment(
             corpus, out, features, external=external, method=method, size=size,
             params=params, scheduler=scheduler, n_jobs=n_jobs, chunk=chunk, progress=progress,
-            **(feature_options or {}),
+            seed=seed, matched=matched, n_boot=n_boot, **(feature_options or {}),
         )  # fmt: skip
     from napari_crystal.dataset import dependence_warning
     from napari_crystal.study import MATCHED_MODES, matched_dataset, methods_record

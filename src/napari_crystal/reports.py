@@ -141,6 +141,18 @@ def _methods_markdown(methods: dict[str, Any]) -> list[str]:
             f"- Matched-data control: trained without crystals plus as many plain-parent "
             f"patches as the crystals added ({added}), taken from {how}."
         )
+    for fs, item in (methods.get("feature_sets") or {}).items():
+        if fs == "mask":
+            continue
+        st = item.get("settings") or {}
+        stain = (st.get("stain") or {}).get("method") or "none"
+        rec = item.get("matched") or {}
+        added = ", ".join(f"{k} +{v}" for k, v in (rec.get("added") or {}).items())
+        out.append(
+            f"- Feature set `{fs}`: {st.get('mpp')} um/px, max side {st.get('max_side')}, "
+            f"stain {stain}; matched-data control from its own measured rows"
+            + (f" ({added}, {rec.get('source')})." if rec else ": none.")
+        )
     scoring = methods.get("scoring") or {}
     if scoring:
         out.append(
@@ -500,6 +512,33 @@ def feature_sets_markdown(
                     f"| {fs} | {crystal} | {test} | {c.n} | {f['accuracy_a']} | "
                     f"{f['accuracy_b']} | {f['difference']} | {f['paired_ci']} | {f['p']} |"
                 )
+    volume = {(c.name_a, c.name_b, c.test_set): c for c in comparisons}
+    rows = []
+    for item in summary:
+        fs = item["feature_set"]
+        for test in tests:
+            cells = []
+            for a, b in (("with crystals", "without crystals"), ("with crystals", "matched data"),
+                         ("matched data", "without crystals")):  # fmt: skip
+                c = volume.get((f"{fs} {a}", f"{fs} {b}", test))
+                f = comparison_cells(c) if c is not None else None
+                cells.append(f"{f['difference']} {f['paired_ci']}" if f else "-")
+            if any(cell != "-" for cell in cells[1:]):
+                rows.append(f"| {fs} | {test} | " + " | ".join(cells) + " |")
+    if rows:
+        out += [
+            "",
+            "### Crystals against data volume",
+            "",
+            "Within each set: the crystal model gains more parent-class patches as well as the "
+            "crystal annotations; the matched-data model has the same number of extra plain "
+            "parents, so *with - matched* is what the crystals add beyond data volume. "
+            "Difference (pp) and paired 95% interval.",
+            "",
+            "| feature set | test set | with - without | with - matched | matched - without |",
+            "|---|---|---|---|---|",
+            *rows,
+        ]
     out += ["", "### Settings, skipped patches and feature importance", ""]
     for item in summary:
         fs = item["feature_set"]

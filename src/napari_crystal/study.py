@@ -47,18 +47,22 @@ def matched_dataset(
 
     Per parent class the extra patches are drawn without replacement from ``pool`` (fresh
     plain parents, e.g. a synthetic corpus's ``matched/`` split); when there is no pool or it
-    runs short, the rest are drawn with replacement from ``train``'s own plain parents.
+    runs short, the rest are drawn with replacement from ``train``'s own plain parents. For a
+    feature dataset only measured rows count: crystals the set skipped add nothing to the
+    crystal model, and skipped pool rows are never drawn.
     Returns the dataset (in memory) and a record of what was added from where.
     """
     rng = np.random.default_rng([seed, 7])
     labels = np.asarray(train.labels, dtype=str)
-    gained = crystals_gained(labels)
+    usable = _usable(train)  # a feature dataset's skipped (NaN) rows train no model
+    gained = crystals_gained(labels[usable])
     base = np.flatnonzero(~np.isin(labels, palette.CRYSTAL_LABELS))
     tables, packed = [train.table[base]], [_rows(train, base)]
     record: dict[str, Any] = {"added": gained, "from_pool": {}, "resampled": {}}
     pool_labels = np.asarray(pool.labels, dtype=str) if pool is not None else np.zeros(0, str)
+    pool_usable = _usable(pool) if pool is not None else np.zeros(0, bool)
     for parent, n in gained.items():
-        have = np.flatnonzero(pool_labels == parent)
+        have = np.flatnonzero((pool_labels == parent) & pool_usable)
         take = rng.choice(have, size=min(n, len(have)), replace=False) if len(have) else have
         if len(take):
             take = np.sort(take)
@@ -67,7 +71,7 @@ def matched_dataset(
             record["from_pool"][parent] = int(len(take))
         rest = n - len(take)
         if rest:
-            own = np.flatnonzero(labels == parent)
+            own = np.flatnonzero((labels == parent) & usable)
             if not len(own):
                 raise ValueError(f"no plain {parent} patches to resample for the matched arm")
             extra = np.sort(rng.choice(own, size=rest, replace=True))
@@ -85,9 +89,17 @@ def matched_dataset(
 
 
 def _rows(ds: Dataset, idx: np.ndarray) -> np.ndarray:
+    """Rows ``idx`` of packed masks (uint8) or feature rows (float32), as stored."""
     if isinstance(ds.packed, np.ndarray):
         return ds.packed[idx]
-    return np.asarray(ds.packed.get_orthogonal_selection((idx, slice(None))), dtype=np.uint8)
+    return np.asarray(ds.packed.get_orthogonal_selection((idx, slice(None))))
+
+
+def _usable(ds: Dataset) -> np.ndarray:
+    """Bool per row: False for the patches a feature set skipped (NaN rows)."""
+    from napari_crystal.training import finite_rows
+
+    return finite_rows(ds.packed)
 
 
 # ---------------------------------------------------------------- methods

@@ -64,9 +64,10 @@ def _restrict(evaluation, rows: np.ndarray | None):
 
     if rows is None:
         return evaluation
+    patients = None if evaluation.patients is None else evaluation.patients[rows]
     return Evaluation(
         evaluation.report, evaluation.predicted[rows], evaluation.proba[rows],
-        evaluation.truth[rows], rows,
+        evaluation.truth[rows], rows, evaluation.scoring, evaluation.classes, patients,
     )  # fmt: skip
 
 
@@ -87,16 +88,28 @@ def run_feature_experiment(
     n_jobs: int | None = None,
     chunk: int = 1024,
     progress=None,
+    seed: int | None = None,
+    matched: str = "auto",
+    n_boot: int = 2000,
 ):
     """Datasets, models with and without crystals, evaluation and comparisons for each set.
+
+    Every set also gets the matched-data control arm (``matched`` as in
+    `experiment.run_experiment`, drawn by `study.matched_dataset` from that set's own rows):
+    without crystals plus as many plain parents as the crystals added, so each set's
+    "with - matched" separates the crystals from the extra data. ``seed`` seeds the forests
+    (else ``params``' ``random_state``, else 42), the matched draw and the patient bootstrap
+    (``n_boot`` resamples).
 
     ``stain`` ("macenko" or "reinhard") is fitted once on ``stain_reference`` (a slide; default
     the first training slide) and applied before colour, texture and multiscale features.
     Outputs in ``out``: ``datasets/<set>-<split>.zarr`` (mask: ``<split>.zarr``),
-    ``models/<set>-with-crystals.skops`` etc., ``report.md``/``report.json`` (every model,
-    comparisons, a feature-set section with importances) and ``timings.json``.
+    ``models/<set>-with-crystals.skops`` etc., ``report.md``/``report.json`` (Methods, every
+    model, comparisons, a feature-set section with importances) and ``timings.json``.
     """
+    from napari_crystal.dataset import dependence_warning
     from napari_crystal.experiment import (
+        MATCHED,
         WITH,
         WITHOUT,
         ExperimentResult,
@@ -107,11 +120,21 @@ def run_feature_experiment(
         train_on_dataset,
         write_reports,
     )
+    from napari_crystal.palette import CRYSTAL_PARENT
     from napari_crystal.parallel import scheduler_kind
+    from napari_crystal.study import MATCHED_MODES, matched_dataset, methods_record
     from napari_crystal.training import save_model
 
     corpus, out = Path(corpus), Path(out)
     sets_ = parse_feature_sets(features)
+    if matched not in MATCHED_MODES:
+        raise ValueError(f"matched must be one of {MATCHED_MODES}, not {matched!r}")
+    if matched == "pool" and not (corpus / "matched").is_dir():
+        raise DatasetError(corpus, "corpus has no matched/ folder for --matched pool")
+    params = dict(params or {})
+    if seed is not None:
+        params["random_state"] = int(seed)
+    seed = int(params.get("random_state", 42))
     for split in ("train", "eval"):
         if not (corpus / split).is_dir():
             raise DatasetError(
@@ -142,36 +165,66 @@ def run_feature_experiment(
     if external is not None:
         tests_at[Path(external).name or "external"] = eval_folder(Path(external))
 
-    def datasets(fs: str):
-        def one(root, split, name):
-            if fs == "mask":
-                return timed(
-                    f"dataset mask {name}", build_dataset, root, split,
-                    out / "datasets" / f"{_slug(name)}.zarr", method=method, size=size,
-                    scheduler=scheduler,
-                )  # fmt: skip
-            spec = FeatureSpec(fs, mpp=mpp, max_side=max_side, stain=normaliser)
+    def one(fs: str, root, split, name):
+        """The ``fs`` dataset of ``root/split``, saved as ``datasets/[<fs>-]<name>.zarr``."""
+        if fs == "mask":
             return timed(
-                f"dataset {fs} {name}", build_feature_dataset, root, split,
-                out / "datasets" / f"{fs}-{_slug(name)}.zarr", spec, scheduler=scheduler,
+                f"dataset mask {name}", build_dataset, root, split,
+                out / "datasets" / f"{_slug(name)}.zarr", method=method, size=size,
+                scheduler=scheduler,
             )  # fmt: skip
+        spec = FeatureSpec(fs, mpp=mpp, max_side=max_side, stain=normaliser)
+        return timed(
+            f"dataset {fs} {name}", build_feature_dataset, root, split,
+            out / "datasets" / f"{fs}-{_slug(name)}.zarr", spec, scheduler=scheduler,
+        )  # fmt: skip
 
-        return one(corpus, "train", "train"), {n: one(r, s, n) for n, (r, s) in tests_at.items()}
+    def datasets(fs: str):
+        train = one(fs, corpus, "train", "train")
+        return train, {n: one(fs, r, s, n) for n, (r, s) in tests_at.items()}
+
+    def matched_arm(fs: str, train):
+        """This set's matched-data training set and its record (None: no arm)."""
+        if matched == "none" or not np.isin(train.labels, list(CRYSTAL_PARENT)).any():
+            return None, None
+        pool = None
+        if matched in ("auto", "pool") and (corpus / "matched").is_dir():
+            pool = one(fs, corpus, "matched", "matched")
+        return matched_dataset(train, pool, seed)
 
     reports, comparisons, summary = [], [], []
     evals_by: dict[tuple[str, str, str], Any] = {}
+    all_models: dict[str, Any] = {}
+    matched_by_set: dict[str, Any] = {}
+    warnings: list[str] = []
+    mask_train = None
+    pairs = [(WITH, WITHOUT), (WITH, MATCHED), (MATCHED, WITHOUT)]
     predict_scheduler = None if scheduler_kind(scheduler) == "threads" else scheduler
     for fs in sets_:
         train, tests = datasets(fs)
+        if fs == "mask":
+            mask_train = train
+            warnings = [
+                w
+                for name, ds in tests.items()
+                for w in [dependence_warning(train, ds, ("train", name))]
+                if w is not None
+            ]
+        arms = [(WITH, "merge", train), (WITHOUT, "drop", train)]
+        matched_train, matched_info = matched_arm(fs, train)
+        if matched_train is not None:
+            arms.append((MATCHED, "drop", matched_train))
+            matched_by_set[fs] = matched_info
         models = {}
-        for crystal, policy in ((WITH, "merge"), (WITHOUT, "drop")):
+        for crystal, policy, data in arms:
             name = f"{fs} {crystal}"
             model = timed(
-                f"train {name}", train_on_dataset, train, crystals=policy, params=params,
+                f"train {name}", train_on_dataset, data, crystals=policy, params=params,
                 n_jobs=n_jobs,
             )  # fmt: skip
             save_model(model, out / "models" / f"{fs}-{_slug(crystal)}.skops")
             models[crystal] = model
+            all_models[name] = model
         for test_name, ds in tests.items():
             for crystal, model in models.items():
                 name = f"{fs} {crystal}"
@@ -182,12 +235,16 @@ def run_feature_experiment(
                 )  # fmt: skip
                 evals_by[(fs, crystal, test_name)] = ev
                 reports.append(ev.report)
-            comparisons.append(
-                compare_evaluations(
-                    evals_by[(fs, WITH, test_name)], evals_by[(fs, WITHOUT, test_name)],
-                    names=(f"{fs} {WITH}", f"{fs} {WITHOUT}"), test_set=test_name,
-                )
-            )  # fmt: skip
+            for a, b in pairs:
+                if a not in models or b not in models:
+                    continue
+                comparisons.append(
+                    compare_evaluations(
+                        evals_by[(fs, a, test_name)], evals_by[(fs, b, test_name)],
+                        names=(f"{fs} {a}", f"{fs} {b}"), test_set=test_name, n_boot=n_boot,
+                        seed=seed,
+                    )
+                )  # fmt: skip
             if fs != "mask":
                 for crystal in (WITH, WITHOUT):
                     mine = evals_by[(fs, crystal, test_name)]
@@ -195,7 +252,7 @@ def run_feature_experiment(
                     comparisons.append(
                         compare_evaluations(
                             mine, base, names=(f"{fs} {crystal}", f"mask {crystal}"),
-                            test_set=test_name,
+                            test_set=test_name, n_boot=n_boot, seed=seed,
                         )
                     )  # fmt: skip
         summary.append(
@@ -208,13 +265,26 @@ def run_feature_experiment(
                     **{n: (d.meta or {}).get("skipped") for n, d in tests.items()},
                 },
                 "importance": {c: importance_summary(m) for c, m in models.items()},
+                "matched": matched_info,
             }
         )
     from napari_crystal.study import synthetic_info
 
+    evaluations: dict[str, dict[str, Any]] = {}
+    for (fs, crystal, test_name), ev in evals_by.items():
+        evaluations.setdefault(test_name, {})[f"{fs} {crystal}"] = ev
+    methods = methods_record(
+        corpus=corpus, train=mask_train, models=all_models, evaluations=evaluations, seed=seed,
+        n_boot=n_boot, matched=matched_by_set.get("mask"), warnings=warnings,
+    )  # fmt: skip
+    methods["feature_sets"] = {
+        item["feature_set"]: {"settings": item["settings"], "matched": item["matched"]}
+        for item in summary
+    }
     meta = {
         "corpus": str(corpus),
         "synthetic": synthetic_info(corpus),
+        "methods": methods,
         "external": None if external is None else str(external),
         "method": method,
         "size": size,
@@ -236,4 +306,4 @@ def run_feature_experiment(
         tmp.write_text(text.rstrip("\n") + "\n\n" + section)
     files["timings"] = out / "timings.json"
     atomic_write(files["timings"], (json.dumps(timings, indent=1) + "\n").encode())
-    return ExperimentResult(out, reports, comparisons, files, timings, meta=meta)
+    return ExperimentResult(out, reports, comparisons, files, timings, meta, warnings)
