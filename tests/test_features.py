@@ -315,6 +315,20 @@ def test_experiment_compares_feature_sets_with_the_mask_baseline(tiny_corpus, tm
     assert ("colour without crystals", "mask without crystals") in pairs
     assert ("colour with crystals", "colour without crystals") in pairs
     assert (out / "models" / "colour-with-crystals.skops").is_file()
+    # the matched-data arm: as many extra plain parents per class as the crystals added
+    assert ("colour with crystals", "colour matched data") in pairs
+    assert ("colour matched data", "colour without crystals") in pairs
+    from napari_crystal.training import load_model
+
+    counts = {a: load_model(out / "models" / f"colour-{a}.skops").class_counts
+              for a in ("with-crystals", "without-crystals", "matched-data")}  # fmt: skip
+    added = doc["meta"]["methods"]["feature_sets"]["colour"]["matched"]["added"]
+    assert added and all(n > 0 for n in added.values())
+    for parent, n in added.items():
+        assert counts["with-crystals"][parent] - counts["without-crystals"][parent] == n
+        assert counts["matched-data"][parent] - counts["without-crystals"][parent] == n
+    assert counts["matched-data"] == counts["with-crystals"]
+    assert "### Crystals against data volume" in text and "| colour | eval |" in text
     assert main(["experiment", str(tiny_corpus), "--out", str(out), "--features", "haralick"]) == 2
     assert "unknown feature set" in capsys.readouterr().err
 

@@ -217,6 +217,85 @@ def test_matched_dataset_adds_what_the_crystals_added():
     assert rec["source"] == "resample"
 
 
+def test_matched_dataset_of_feature_rows_counts_only_measured_rows():
+    """A feature set's skipped (NaN) crystal rows add nothing to the crystal model, so the
+    matched arm adds only as many as were measured, and never draws a skipped pool row."""
+    from napari_crystal.palette import count_by_class
+    from napari_crystal.study import matched_dataset
+
+    def rows(labels, nan_at=()):
+        x = np.arange(len(labels) * 3, dtype=np.float32).reshape(-1, 3)
+        x[list(nan_at)] = np.nan
+        return Dataset.from_packed(x, labels, 0, "colour")
+
+    train = rows(["nneo", "cnno", "cnno", "cnno", "dcis", "cdcs", "bckg"], nan_at=[3])
+    pool = rows(["nneo", "nneo", "nneo", "dcis"], nan_at=[0, 1])
+    ds, record = matched_dataset(train, pool, seed=3)
+    assert record["added"] == {"nneo": 2, "dcis": 1}  # 3 cnno, one of them skipped
+    assert record["from_pool"] == {"nneo": 1, "dcis": 1} and record["resampled"] == {"nneo": 1}
+    assert ds.packed.dtype == np.float32  # feature rows stay features
+    assert count_by_class(ds.labels) == {"bckg": 1, "nneo": 3, "dcis": 2}
+    assert np.isfinite(ds.packed[-3:]).all()  # the three added rows: all measured
+
+
+def test_seed_summary_of_feature_sets_by_hand():
+    """Three seeds of one feature set's with / without / matched arms on 10 patches, with
+    differences chosen by hand: mean, SD, t interval and per-class as computed below."""
+    from types import SimpleNamespace
+
+    from scipy import stats
+
+    from napari_crystal.evaluation import compare, evaluate
+    from napari_crystal.reports import seeds_markdown
+    from napari_crystal.study import summarize_runs
+
+    truth = ["indc"] * 5 + ["dcis"] * 5
+    runs = []
+    for k in (1, 2, 3):  # "with" gets k indc right; "without" none; "matched" one dcis
+        pred = {
+            "with crystals": ["indc"] * k + ["bckg"] * (10 - k),
+            "without crystals": ["bckg"] * 10,
+            "matched data": ["bckg"] * 5 + ["dcis"] + ["bckg"] * 4,
+        }
+        reports = [evaluate(truth, p, name=f"texture {a}", test_set="eval")
+                   for a, p in pred.items()]  # fmt: skip
+        comparisons = [
+            compare(
+                truth, pred[a], pred[b], names=(f"texture {a}", f"texture {b}"), test_set="eval"
+            )  # fmt: skip
+            for a, b in (
+                ("with crystals", "without crystals"),
+                ("with crystals", "matched data"),
+                ("matched data", "without crystals"),
+            )  # fmt: skip
+        ]
+        runs.append(SimpleNamespace(reports=reports, comparisons=comparisons))
+    summary = summarize_runs(runs, [42, 43, 44])
+    t = summary["tests"]["eval"]
+    assert t["models"]["texture with crystals"]["accuracy"]["values"] == [0.1, 0.2, 0.3]
+    half = stats.t.ppf(0.975, 2) * 0.1 / np.sqrt(3)
+    cmp = t["comparisons"]
+    d = cmp["texture with crystals - texture without crystals"]["difference"]
+    assert d["mean"] == pytest.approx(0.2) and d["sd"] == pytest.approx(0.1)
+    assert (d["lo"], d["hi"]) == pytest.approx((0.2 - half, 0.2 + half))
+    d = cmp["texture with crystals - texture matched data"]["difference"]
+    assert d["mean"] == pytest.approx(0.1) and (d["lo"], d["hi"]) == pytest.approx(
+        (0.1 - half, 0.1 + half)
+    )
+    d = cmp["texture matched data - texture without crystals"]["difference"]
+    assert d["mean"] == pytest.approx(0.1) and d["sd"] == pytest.approx(0.0)
+    indc = cmp["texture with crystals - texture without crystals"]["per_class"]["indc"]
+    assert indc["mean"] == pytest.approx(0.4) and indc["sd"] == pytest.approx(0.2)
+    assert (indc["lo"], indc["hi"]) == pytest.approx((0.4 - 2 * half, 0.4 + 2 * half))
+    dcis = cmp["texture with crystals - texture matched data"]["per_class"]["dcis"]
+    assert dcis["mean"] == pytest.approx(-0.2) and dcis["sd"] == pytest.approx(0.0)
+    md = seeds_markdown(summary)
+    assert (
+        "| texture with crystals - texture matched data | +10.00 ± 10.00 | [-14.84, +34.84] | yes |"
+        in md
+    )
+
+
 # ---------------------------------------------------------------- synthetic design
 
 
