@@ -515,6 +515,8 @@ def predict_slide(
     labelled); with ``tissue`` only frames on tissue (`tissue.tissue_mask`), not blank glass.
     ``slide`` is an open ``Slide`` or a path; ``annotation`` an ``Annotation``.
     ``dataset``: masks already made for this slide the same way (a second model's run).
+    A model of an engineered feature set gets that set's rows instead of masks; patches too
+    small for it (`features.sets.TOO_SMALL_RULE`) are left out.
     """
     from napari_crystal.dataset import Dataset, dataset_for_slide
     from napari_crystal.evaluation import model_truth, predict_chunked
@@ -543,7 +545,7 @@ def predict_slide(
                 mask = tissue_mask(opened)
             table = frame_patches(
                 annotation, opened.shape, frame, window, threshold, slide=str(opened.path),
-                downsamples=list(opened.downsamples), size=model.size, tissue=mask,
+                downsamples=list(opened.downsamples), size=model.size or 256, tissue=mask,
             )  # fmt: skip
         method = model.method or "threshold"
         channel = (model.meta or {}).get("channel") or "grey"
@@ -554,7 +556,22 @@ def predict_slide(
                 return None
             return lambda done, total: progress(k * total + done, steps * total)
 
-        if dataset is None:
+        features = (model.meta or {}).get("features")
+        if dataset is None and features:
+            from napari_crystal.features.build import feature_dataset_for_slide
+            from napari_crystal.features.extract import FeatureSpec
+            from napari_crystal.training import finite_rows
+
+            dataset = feature_dataset_for_slide(
+                opened, annotation, FeatureSpec.from_settings(features), patches=table,
+                progress=step(0), cancel=cancel,
+            )  # fmt: skip
+            kept = finite_rows(dataset.packed)
+            if not kept.all():
+                dataset = Dataset(
+                    dataset.table[kept], dataset.packed[kept], 0, dataset.method, dataset.meta
+                )
+        elif dataset is None:
             dataset = dataset_for_slide(
                 opened, annotation, method, model.size, progress=step(0), cancel=cancel,
                 channel=channel, patches=table,
@@ -889,7 +906,8 @@ def evaluate_models_on_slide(
     with open_slide(slide_file) as slide:
         for k, (model, name) in enumerate(zip(models, names, strict=True)):
             same = [r for r, m in zip(runs, models, strict=False)
-                    if (m.size, m.method) == (model.size, model.method)]  # fmt: skip
+                    if (m.size, m.method) == (model.size, model.method)
+                    and _same_rows(m, model)]  # fmt: skip
             runs.append(
                 predict_slide(
                     model,
@@ -922,6 +940,16 @@ def evaluate_models_on_slide(
         names, models, evaluations, comparison, [r.missing for r in runs], data,
         None, runs, annotation, str(slide_file), (int(shape[0]), int(shape[1])), overlap,
     )  # fmt: skip
+
+
+def _same_rows(a: Model, b: Model) -> bool:
+    """Whether two models read patches the same way (mask channel, feature settings)."""
+    from napari_crystal.features import same_settings
+
+    ma, mb = a.meta or {}, b.meta or {}
+    return ma.get("channel") == mb.get("channel") and same_settings(
+        ma.get("features"), mb.get("features")
+    )
 
 
 def run_prediction_map(

@@ -84,15 +84,14 @@ def _feature_options(p: argparse.ArgumentParser, several: bool = False) -> None:
 def _feature_spec(args: argparse.Namespace, corpus: Path):
     """The FeatureSpec the options describe (None for mask), stain fitted on its reference."""
     from napari_crystal.dataset import slide_files
-    from napari_crystal.features import FeatureSpec, fit_stain_on_slide
+    from napari_crystal.features.build import feature_spec
 
     if args.features == "mask":
         return None
-    stain = None
-    if args.stain:
-        ref = args.stain_reference or next(iter(slide_files(corpus)), None)
-        stain = fit_stain_on_slide(args.stain, ref)
-    return FeatureSpec(args.features, mpp=args.mpp, max_side=args.max_side, stain=stain)
+    ref = args.stain_reference or (next(iter(slide_files(corpus)), None) if args.stain else None)
+    return feature_spec(
+        args.features, mpp=args.mpp, max_side=args.max_side, stain=args.stain, reference=ref
+    )
 
 
 def register(subparsers) -> None:

@@ -161,3 +161,125 @@ def build_feature_dataset(
     )  # fmt: skip
     _ds._save(out, table, iter([rows]), meta)
     return _ds.load_dataset(out)
+
+
+def feature_spec(
+    name: str,
+    *,
+    mpp: float | None = None,
+    max_side: int | None = None,
+    stain: str | None = None,
+    reference=None,
+):
+    """The `FeatureSpec` of a feature set (None for ``mask``), its stain normalisation
+    (``macenko``/``reinhard``) fitted on the ``reference`` slide: what ``--features``,
+    ``--mpp``, ``--max-side``, ``--stain`` and ``--stain-reference`` describe."""
+    from napari_crystal.features.extract import DEFAULT_MAX_SIDE, DEFAULT_MPP
+    from napari_crystal.features.stain import fit_stain_on_slide
+
+    if name == "mask":
+        return None
+    if stain and reference is None:
+        raise DatasetError(None, f"{stain} stain normalisation needs a reference slide")
+    fitted = fit_stain_on_slide(stain, reference) if stain else None
+    return FeatureSpec(
+        name, mpp=DEFAULT_MPP if mpp is None else float(mpp),
+        max_side=DEFAULT_MAX_SIDE if max_side is None else int(max_side), stain=fitted,
+    )  # fmt: skip
+
+
+def feature_dataset_like(
+    dataset: Dataset,
+    spec: FeatureSpec,
+    *,
+    annotations: dict | None = None,
+    progress: Progress = None,
+    cancel: threading.Event | None = None,
+) -> Dataset:
+    """Feature rows of a mask dataset's own patches, in its order (same table, labels,
+    slides and patients): a model of another feature set trained on the same data.
+
+    Region patches are restricted to their region's outline, taken from ``annotations``
+    (slide stem -> ``Annotation``, e.g. drawn in napari) or else the annotation file beside
+    each slide; frames use their whole window.
+    """
+    from napari_crystal.io.formats import find_annotation, read_annotation
+    from napari_crystal.io.slide import open_slide
+
+    table = dataset.table
+    rows = np.full((len(table), len(spec.names)), np.nan, dtype=np.float32)
+    skipped = Skipped()
+    slides = list(dict.fromkeys(np.asarray(table.slide, dtype=str).tolist()))
+    done = 0
+    if progress is not None:
+        progress(0, len(table))
+    for slide in slides:
+        at = np.flatnonzero(np.asarray(table.slide, dtype=str) == slide)
+        part = table[at]
+        polygons = [None] * len(part)
+        if (part.kind == "region").any():
+            annotation = (annotations or {}).get(Path(slide).stem)
+            if annotation is None:
+                found = find_annotation(Path(slide))
+                if found is None:
+                    raise DatasetError(
+                        slide, "no annotation beside the slide: feature rows need the outlines "
+                        "of its regions",
+                    )  # fmt: skip
+                annotation = read_annotation(found)
+            n = len(annotation.regions)
+            if int(part.index[part.kind == "region"].max()) >= n:
+                raise DatasetError(slide, f"the annotation has {n} regions, fewer than the masks")
+            polygons = _polygons(part, annotation.regions)
+
+        def tick(k: int, base: int = done) -> None:
+            if progress is not None:
+                progress(base + k, len(table))
+
+        with open_slide(slide) as opened:
+            got, sk = feature_rows(opened, _boxes(part), polygons, spec, cancel, tick)
+        rows[at] = got
+        skipped.add(sk)
+        done += len(part)
+    meta = {k: v for k, v in (dataset.meta or {}).items() if k in ("corpus", "split", "patients")}
+    meta["masks"] = (dataset.meta or {}).get("path") or (dataset.meta or {}).get("slide")
+    return Dataset(table, rows, 0, spec.name, feature_meta(spec, skipped, **meta))
+
+
+def check_feature_choice(meta: dict, name: str, path=None) -> None:
+    """Refuse feature set ``name`` for a dataset (its metadata) of another set's rows; masks
+    can be made into any set (`with_feature_set`)."""
+    from napari_crystal.features.extract import describe
+
+    mine = (meta.get("features") or {}).get("feature_set", "mask")
+    if mine not in ("mask", name):
+        raise DatasetError(
+            path,
+            f"the dataset holds {describe(meta.get('features'))} rows, not {name}: "
+            f"choose {mine}, or a mask dataset to make {name} rows from",
+        )
+
+
+def with_feature_set(
+    dataset: Dataset,
+    name: str,
+    *,
+    mpp: float | None = None,
+    max_side: int | None = None,
+    stain: str | None = None,
+    annotations: dict | None = None,
+    progress: Progress = None,
+    cancel: threading.Event | None = None,
+) -> Dataset:
+    """``dataset`` as feature set ``name`` for training: as it is when it already holds that
+    set (a feature dataset keeps its own settings), else, from masks, its patches' rows made
+    by `feature_dataset_like` (stain fitted on its first slide, as ``--stain`` does). Feature
+    rows of another set are refused naming both."""
+    check_feature_choice(dataset.meta or {}, name, (dataset.meta or {}).get("path"))
+    if dataset.feature_set == name:
+        return dataset
+    first = str(dataset.table.slide[0]) if len(dataset) else None
+    spec = feature_spec(name, mpp=mpp, max_side=max_side, stain=stain, reference=first)
+    return feature_dataset_like(
+        dataset, spec, annotations=annotations, progress=progress, cancel=cancel
+    )

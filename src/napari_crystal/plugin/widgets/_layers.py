@@ -16,6 +16,8 @@ from napari_crystal.errors import DatasetError
 #: Layer-metadata keys of a mask dataset shown in the viewer (the Generate masks gallery):
 #: the `Dataset` itself and, once it is on disk, its file.
 DATASET_KEY, DATASET_PATH_KEY = "crystal_dataset", "crystal_dataset_path"
+#: ... and, for masks made from drawn layers, ``{slide stem: Annotation}`` of their regions.
+ANNOTATIONS_KEY = "crystal_annotations"
 
 
 def layers_of(viewer, kind: str) -> list[tuple[str, Any]]:
@@ -60,6 +62,16 @@ def mask_dataset(viewer):
         if dataset is not None:
             return getattr(dataset, "__wrapped__", dataset), meta.get(DATASET_PATH_KEY)
     return None, None
+
+
+def mask_annotations(viewer) -> dict | None:
+    """``{slide stem: Annotation}`` the shown mask dataset was made from (drawn layers), or
+    None (a corpus dataset: its annotation files lie beside the slides)."""
+    for layer in reversed(list(viewer.layers)):
+        meta = getattr(layer, "metadata", None) or {}
+        if meta.get(DATASET_KEY) is not None:
+            return meta.get(ANNOTATIONS_KEY)
+    return None
 
 
 def slide_shape(layer) -> tuple[int, int]:

@@ -36,6 +36,7 @@ from napari_crystal.errors import CrystalError, DatasetError
 from napari_crystal.geometry import raster_transform
 from napari_crystal.masks import CHANNELS, METHODS, resize_mask
 from napari_crystal.plugin.widgets._layers import (
+    ANNOTATIONS_KEY,
     DATASET_KEY,
     DATASET_PATH_KEY,
     is_annotation_layer,
@@ -245,6 +246,7 @@ class MaskWidget(Container):
                 job, args = _build_from_layers, (path, annotation, method, size, channel)
                 label = f"masks of {path.name}"
                 source_shapes = shapes
+                self._annotations = {path.stem: annotation}  # for other feature sets
             else:
                 corpus = Path(self.corpus.value)
                 if not str(self.corpus.value) or not corpus.is_dir():
@@ -260,6 +262,7 @@ class MaskWidget(Container):
                 job, args = _build_from_corpus, (corpus, split, out, method, size, channel)
                 label = f"masks of {corpus.name}/{split or ''}"
                 source_shapes = None
+                self._annotations = None
         except CrystalError as exc:
             show_error(f"napari-crystal: {exc.brief()}")
             self.status.value = str(exc)
@@ -335,6 +338,7 @@ class MaskWidget(Container):
             metadata={
                 "layout": layout, "labels": list(dataset.labels), DATASET_KEY: dataset,
                 DATASET_PATH_KEY: None if self.saved_path is None else str(self.saved_path),
+                ANNOTATIONS_KEY: getattr(self, "_annotations", None),
             },
         )  # fmt: skip
         if len(dataset) <= MAX_TEXT:

@@ -18,6 +18,7 @@ from magicgui.widgets import (
     ComboBox,
     Container,
     FileEdit,
+    FloatSpinBox,
     Label,
     ProgressBar,
     PushButton,
@@ -30,7 +31,9 @@ from napari_crystal import palette
 from napari_crystal.dataset import Dataset, load_dataset
 from napari_crystal.errors import Cancelled, CrystalError, DatasetError, ModelError
 from napari_crystal.experiment import train_on_dataset
-from napari_crystal.plugin.widgets._layers import mask_dataset
+from napari_crystal.features import DEFAULT_MPP, FEATURE_SETS
+from napari_crystal.features.build import check_feature_choice
+from napari_crystal.plugin.widgets._layers import mask_annotations, mask_dataset
 from napari_crystal.plugin.widgets._persist import remember
 from napari_crystal.plugin.widgets._runner import Runner, collection_paused
 from napari_crystal.plugin.widgets._ui import (
@@ -51,6 +54,7 @@ __all__ = ["TrainWidget", "train_and_save"]
 FROM_MASKS, FROM_FILE = "mask widget", "dataset file"
 MAX_FEATURES = [("sqrt", "sqrt"), ("log2", "log2"), ("all (None)", None)]
 STRATEGIES = ["all", "not minority", "not majority", "majority", "auto"]
+STAINS = [("none", None), ("Macenko", "macenko"), ("Reinhard", "reinhard")]
 
 
 def train_and_save(
@@ -61,14 +65,24 @@ def train_and_save(
     n_jobs: int | None = None,
     progress=None,
     cancel: threading.Event | None = None,
+    features: dict[str, Any] | None = None,
+    annotations: dict | None = None,
 ) -> tuple[Model, Path, float]:
-    """Worker job: load the dataset if given a path, train, then save the model atomically.
+    """Worker job: load the dataset if given a path, make the rows of the chosen feature set
+    (``features``: `features.build.with_feature_set` keywords, ``name`` first; None: the
+    dataset as it is), train, then save the model atomically.
 
     Nothing is written unless training ran to the end; returns (model, path, seconds).
     """
     if not isinstance(dataset, Dataset):
         dataset = load_dataset(dataset)
     start = time.perf_counter()
+    if features is not None:
+        from napari_crystal.features.build import with_feature_set
+
+        dataset = with_feature_set(
+            dataset, **features, annotations=annotations, progress=progress, cancel=cancel
+        )
     model = train_on_dataset(
         dataset, crystals=crystals, params=params, progress=progress, cancel=cancel,
         n_jobs=n_jobs,
@@ -107,6 +121,17 @@ class TrainWidget(Container):
             "merge: cnno/cdcs/cidc count as nneo/dcis/indc (the study); keep: own classes; "
             "drop: leave crystal patches out (the 'without crystals' model)"
         )
+        self.features = ComboBox(label="features", choices=list(FEATURE_SETS), value="mask")
+        self.features.tooltip = (
+            "mask: the flattened mask (the study's); texture, colour, morphology, multiscale: "
+            "engineered sets measured on each region at the resolution below (made from the "
+            "masks' regions; a feature dataset file is used as it is)"
+        )
+        self.mpp = FloatSpinBox(
+            label="resolution (um/px)", value=DEFAULT_MPP, min=0.05, max=64.0, step=0.25
+        )
+        self.stain = ComboBox(label="stain normalisation", choices=STAINS, value=None)
+        self.stain.tooltip = "fitted on the dataset's first slide, stored in the model"
         self.n_estimators = SpinBox(label="trees", value=p["n_estimators"], min=1, max=10_000)
         self.criterion = ComboBox(
             label="criterion", choices=["gini", "entropy", "log_loss"], value=p["criterion"]
@@ -148,8 +173,8 @@ class TrainWidget(Container):
         ]  # fmt: skip
         heading = Label(value="<b>Balanced random forest</b> (defaults: the study's)")
         controls = [
-            self.source, self.dataset_path, self.crystals, *self._params, self.n_jobs,
-            self.out, self.run_button,
+            self.source, self.dataset_path, self.crystals, self.features, self.mpp, self.stain,
+            *self._params, self.n_jobs, self.out, self.run_button,
         ]  # fmt: skip
         self.body = scroll_body(
             self,
@@ -158,6 +183,9 @@ class TrainWidget(Container):
                 self.dataset_path,
                 self.dataset_info,
                 self.crystals,
+                self.features,
+                self.mpp,
+                self.stain,
                 heading,
                 *self._params,
                 self.n_jobs,
@@ -170,10 +198,13 @@ class TrainWidget(Container):
         )
         self.runner = Runner(self.bar, controls, self.cancel_button, min_interval=PROGRESS_S)
         self.source.changed.connect(self._on_source)
+        self.dataset_path.changed.connect(self._on_dataset_file)
+        self.features.changed.connect(self._on_features)
         self.run_button.changed.connect(self.run)
         viewer.layers.events.inserted.connect(self._describe_source)
         viewer.layers.events.removed.connect(self._describe_source)
         self._on_source()
+        self._on_features()
         # the first training would otherwise import the libraries mid-run, stalling the loop
         self.warmup = threading.Thread(target=_import_training_libraries, daemon=True)
         self.warmup.start()
@@ -183,6 +214,7 @@ class TrainWidget(Container):
         ]  # fmt: skip
         remember("train", {
             "dataset": self.dataset_path, "crystals": self.crystals, "n_jobs": self.n_jobs,
+            "features": self.features, "mpp": self.mpp, "stain": self.stain,
             **{name: getattr(self, name) for name in names},
         })  # fmt: skip
 
@@ -202,6 +234,18 @@ class TrainWidget(Container):
             "random_state": int(self.random_state.value),
         }
 
+    @property
+    def feature_options(self) -> dict[str, Any] | None:
+        """The chosen feature set as `features.build.with_feature_set` keywords (None: mask)."""
+        if self.features.value == "mask":
+            return None
+        return {"name": self.features.value, "mpp": float(self.mpp.value),
+                "stain": self.stain.value}  # fmt: skip
+
+    def _on_features(self, *_: Any) -> None:
+        engineered = self.features.value != "mask"
+        self.mpp.visible = self.stain.visible = engineered
+
     def _on_source(self, *_: Any) -> None:
         self.dataset_path.visible = self.source.value == FROM_FILE
         self._describe_source()
@@ -215,7 +259,36 @@ class TrainWidget(Container):
                 else f"{len(dataset)} masks of {dataset.size}x{dataset.size} ({dataset.method})"
             )
         else:
-            self.dataset_info.value = ""
+            self.dataset_info.value = self._file_info()
+
+    def _file_meta(self) -> dict | None:
+        """The chosen dataset file's metadata (None while no dataset file is chosen)."""
+        from napari_crystal.dataset import read_dataset_meta
+
+        value = str(self.dataset_path.value or "")
+        try:
+            return read_dataset_meta(value) if value not in ("", ".") else None
+        except CrystalError:
+            return None
+
+    def _on_dataset_file(self, *_: Any) -> None:
+        """A feature dataset file chosen: its set becomes the choice."""
+        meta = self._file_meta() or {}
+        chosen = (meta.get("features") or {}).get("feature_set", "mask")
+        if chosen != "mask":
+            self.features.value = chosen
+        self._describe_source()
+
+    def _file_info(self) -> str:
+        """What the chosen dataset file holds."""
+        from napari_crystal.features import describe
+
+        meta = self._file_meta()
+        if not meta:
+            return ""
+        if (meta.get("features") or {}).get("feature_set", "mask") != "mask":
+            return f"{meta.get('n')} patches of feature rows: {describe(meta['features'])}"
+        return f"{meta.get('n')} masks of {meta.get('size')}x{meta.get('size')} ({meta.get('method')})"
 
     def _out_path(self) -> Path | None:
         value = str(self.out.value) if self.out.value is not None else ""
@@ -236,6 +309,7 @@ class TrainWidget(Container):
                 if not value or value == ".":
                     raise DatasetError(None, "choose a dataset file (a .zarr folder)")
                 dataset, name = Path(value), Path(value).name
+                check_feature_choice(self._file_meta() or {}, self.features.value, value)
             out = self._out_path()
             if out is None:
                 raise ModelError(None, "choose a model file to save to (.skops)")
@@ -250,7 +324,8 @@ class TrainWidget(Container):
             return None
         self._describe_source()
         params = self.params
-        self.status.value = f"training {params['n_estimators']} trees on {name}..."
+        what = self.features.value
+        self.status.value = f"training {params['n_estimators']} trees on {name} ({what})..."
         return self.runner.start(
             train_and_save,
             dataset,
@@ -258,9 +333,11 @@ class TrainWidget(Container):
             self.crystals.value,
             params,
             int(self.n_jobs.value),
-            label=f"train ({params['n_estimators']} trees)",
+            label=f"train {what} ({params['n_estimators']} trees)",
             on_done=self._done,
             on_error=self._failed,
+            features=self.feature_options,
+            annotations=mask_annotations(self.viewer) if self.source.value == FROM_MASKS else None,
         )
 
     def _failed(self, exc: BaseException) -> None:
@@ -279,8 +356,12 @@ class TrainWidget(Container):
             "patches": [counts[c] for c in order] + [sum(counts.values())],
         }
         n_trees = model.params.get("n_estimators")
+        from napari_crystal.features import describe
+
+        what = describe((model.meta or {}).get("features") or {"size": model.size})
         self.status.value = (
-            f"trained {n_trees} trees on {sum(counts.values())} patches, {len(model.classes)} "
-            f"classes (crystals: {model.crystals}) in {seconds:.1f} s; saved to {path}"
+            f"trained {n_trees} trees on {sum(counts.values())} patches ({what}), "
+            f"{len(model.classes)} classes (crystals: {model.crystals}) in {seconds:.1f} s; "
+            f"saved to {path}"
         )
         self.model_ready.emit(model)
