@@ -20,9 +20,21 @@ def count_table(columns: dict) -> Table:
     return table
 
 
+#: Width a wrapping label may shrink to: Qt's own minimum for word-wrapped text is about 80
+#: characters, which would widen a dock past a laptop screen instead of wrapping.
+WRAP_MIN_WIDTH = 160
+
+
 def wrapped(label: Label) -> Label:
-    """A label that wraps long text (paths) instead of widening the dock."""
+    """A label that fills its row and wraps long text (paths) instead of widening the dock
+    (magicgui's labels keep a fixed size: their text's width, cut at the dock's edge)."""
+    from qtpy.QtWidgets import QSizePolicy
+
     label.native.setWordWrap(True)
+    label.native.setMinimumWidth(WRAP_MIN_WIDTH)
+    policy = QSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
+    policy.setHeightForWidth(True)  # as tall as its wrapped text at the width it gets
+    label.native.setSizePolicy(policy)
     return label
 
 

@@ -43,7 +43,7 @@ from napari_crystal.plugin.widgets._layers import (
 )
 from napari_crystal.plugin.widgets._persist import remember
 from napari_crystal.plugin.widgets._runner import Runner
-from napari_crystal.plugin.widgets._ui import FixedRadioButtons, scroll_body
+from napari_crystal.plugin.widgets._ui import FixedRadioButtons, scroll_body, wrapped
 from napari_crystal.plugin.widgets.overlay import add_overlay_layers
 from napari_crystal.reports import comparison_text
 
@@ -102,7 +102,7 @@ class EvaluateWidget(Container):
         self.table.read_only = True
         self.table.native.setMinimumHeight(300)
         for label in (self.summary, self.comparison):
-            label.native.setWordWrap(True)
+            wrapped(label)  # wraps within the dock's width, never widens it
             label.native.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
         self.out = FileEdit(label="export to", mode="d")
         self.export_button = PushButton(text="Export report (JSON, Markdown, PNG)")
