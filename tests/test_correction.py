@@ -12,6 +12,7 @@ from napari_crystal import correction
 from napari_crystal.correction import (
     Round,
     history_rows,
+    patch_masks,
     regions_of_rows,
     relabel_map,
     retrain_on_annotation,
@@ -165,3 +166,18 @@ def test_unreadable_recorded_dataset_trains_on_the_slide(trained, tiny_corpus, t
     assert result.added == len(ann.regions) == result.n_train
     assert any("could not be read" in w for w in result.warnings)
     assert correction.MODEL_DATASET == "model"
+
+
+def test_patch_masks_follow_the_map_rows(trained, tiny_corpus):
+    from napari_crystal.dataset import load_dataset
+    from napari_crystal.experiment import evaluate_models, run_prediction_map
+
+    slide, ann = _slide(tiny_corpus, "eval")
+    run = evaluate_models([trained / "model.skops"], trained / "eval.zarr")
+    pmap = run_prediction_map(run, slide, None, ann)
+    masks = patch_masks(run, slide)
+    data = load_dataset(trained / "eval.zarr")
+    last = len(pmap.table) - 1
+    mine = [i for i, s in enumerate(data.table.slide.tolist()) if Path(s).name == slide.name]
+    assert int(data.table.region_id[mine[last]]) == int(pmap.table.region_id[last])
+    assert (masks(last) == data.mask(mine[last])).all() and masks(last).shape == (32, 32)

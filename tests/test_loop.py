@@ -110,6 +110,12 @@ def test_draw_label_save_train_evaluate_correct_retrain(
     viewer.layers.selection.active = o.prediction
     click(viewer, qtbot, centre)
     assert o.picked_row == row
+    seen = o.masks(row)  # the mask the model classified, shown in the panel
+    assert np.array_equal(seen, evaluate.result.slide[0].dataset.mask(row)) and seen.shape == (
+        32,
+        32,
+    )
+    assert o.mask_view.visible and not o.mask_view.native.pixmap().isNull()
     index = int(np.flatnonzero(shapes.features["region_id"].to_numpy() == info.region_id)[0])
     assert shapes.selected_data == {index}
 
@@ -125,6 +131,7 @@ def test_draw_label_save_train_evaluate_correct_retrain(
     qtbot.mouseClick(o.retrain_button.native, Qt.MouseButton.LeftButton)
     finish(qtbot, o.runner)
     assert len(o.history) == 2, messages
+    assert o.masks is not None and not o.mask_view.visible  # until a patch is inspected again
     second = o.history[1]
     assert second.number == 2 and second.corrections == 1 and second.n == n_regions + 1
     assert second.model == "model-round2.skops"

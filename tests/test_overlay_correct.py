@@ -43,6 +43,7 @@ def test_accept_prediction_by_key_then_set_truth_by_button(region_overlay, qtbot
     canvas = viewer.window._qt_viewer.canvas.native
     click(viewer, qtbot, (200, 200))  # region 4: true dcis, predicted nneo
     assert controls.picked_row == 0
+    assert not controls.mask_view.visible  # built from a table alone: no masks to show
     qtbot.keyClick(canvas, Qt.Key.Key_Slash)  # accept the prediction
     assert list(annotation.features["label"]) == ["nneo", "indc"]
     np.testing.assert_allclose(annotation.edge_color[0], palette.rgba("nneo"))

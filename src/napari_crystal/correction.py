@@ -27,7 +27,7 @@ from napari_crystal.experiment import (
     run_prediction_map,
     subjects_of,
 )
-from napari_crystal.predictions import PredictionMap, class_indices
+from napari_crystal.predictions import PredictionMap, class_indices, rows_of_slide
 from napari_crystal.training import Model, map_labels, save_model, train_model
 
 Progress = Callable[[int, int], None] | None
@@ -121,6 +121,24 @@ def relabel_map(pmap: PredictionMap, region_ids: Iterable[int], label: str) -> P
         return lut[pmap.raster.index]
 
     return replace(pmap, truth=truth, truth_map=gather(t_idx), errors_map=gather(e_idx))
+
+
+def patch_masks(
+    run: EvaluationRun, slide_file: str | os.PathLike, shape: Sequence[int] | None = None
+) -> Callable[[int], np.ndarray] | None:
+    """The mask the model saw for row ``i`` of the run's prediction map (`run_prediction_map`
+    of the same slide), read when asked; None when the run holds feature rows, not masks."""
+    if run.slide:
+        dataset = run.slide[0].dataset
+        rows = np.arange(len(dataset))
+    else:
+        dataset = run.dataset
+        if dataset is None:
+            return None
+        rows = np.flatnonzero(rows_of_slide(dataset.table, slide_file, shape))
+    if dataset is None or not dataset.size:
+        return None
+    return lambda i: dataset.mask(int(rows[int(i)]))
 
 
 # ----------------------------------------------------------------- retraining

@@ -352,6 +352,10 @@ class EvaluateWidget(Container):
         self.overlay = add_overlay_layers(
             self.viewer, pmap, name=layer.name, slide=layer, setup=setup
         )
+        if result is not None:
+            from napari_crystal.correction import patch_masks
+
+            self.overlay.masks = patch_masks(result, slide_path(layer), slide_shape(layer))
 
 
 def _pct(x: float) -> str:

@@ -32,6 +32,7 @@ from napari_crystal.correction import (
     HISTORY_COLUMNS,
     RetrainSetup,
     history_rows,
+    patch_masks,
     relabel_map,
     retrain_on_annotation,
     round_path,
@@ -58,6 +59,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 ALL, ERRORS = "all patches", "errors only"
 NEXT_ERROR, PREVIOUS_ERROR = ".", ","  # keys; napari gives them no other use
+MASK_PX = 96  # the inspected patch's mask is shown about this many pixels a side
 ACCEPT = "/"  # accept the prediction as the inspected patch's truth; napari has no plain "/"
 ERROR_COLOR = (0.0, 0.0, 0.0, 1.0)
 ERROR_OUTLINE_PX = 8  # errors are outlined: at least this many outline steps per frame side
@@ -144,6 +146,10 @@ class OverlayControls(Container):
             )
         )
         self.legend.native.setTextFormat(Qt.TextFormat.RichText)
+        self.mask_view = Label(value="")  # the inspected patch's mask, as the model saw it
+        self.mask_view.visible = False
+        #: ``masks(row)``: the mask of a map row (`correction.patch_masks`), None when unknown
+        self.masks = None
         # correct and retrain
         self.true_class = ComboBox(label="true class", choices=list(palette.LABELS))
         self.set_truth_button = PushButton(text="Set truth")
@@ -168,6 +174,7 @@ class OverlayControls(Container):
             self,
             [
                 self.summary, self.legend, self.showing, self.grid, self.hover, self.picked,
+                self.mask_view,
                 Label(value="<b>Correct</b> the inspected patch's region:"),
                 correct_row, actions, self.retrain_button,
                 job_row(self.bar, self.cancel_button), self.status, self.history_table,
@@ -340,6 +347,7 @@ class OverlayControls(Container):
         if probs:
             lines.append(", ".join(f"{k} {v:.2f}" for k, v in probs))
         self.picked.value = "\n".join(lines)
+        self._show_mask(row)
         if info.kind == "region":
             self._select_region(info.region_id)
         if go:
@@ -353,6 +361,22 @@ class OverlayControls(Container):
             camera = camera or self.viewer.camera
             camera.center = tuple(centre)
             camera.zoom = zoom
+
+    def _show_mask(self, row: int) -> None:
+        """The patch's mask (what the model classified) as a small image in the panel."""
+        from qtpy.QtGui import QImage, QPixmap
+
+        if self.masks is None:
+            self.mask_view.visible = False
+            return
+        mask = np.ascontiguousarray(np.asarray(self.masks(row), dtype=bool), dtype=np.uint8)
+        mask *= 255
+        h, w = mask.shape
+        image = QImage(mask.data, w, h, w, QImage.Format.Format_Grayscale8).copy()
+        side = max(MASK_PX // max(h, w), 1) * max(h, w)
+        self.mask_view.native.setPixmap(QPixmap.fromImage(image).scaled(side, side))
+        self.mask_view.tooltip = f"the {h}x{w} mask the model classified"
+        self.mask_view.visible = True
 
     def _select_region(self, region_id: int) -> None:
         """Select the region in the first annotation layer that has it."""
@@ -528,6 +552,7 @@ class OverlayControls(Container):
     def _retrained(self, result, number: int, corrections: int) -> None:
         self.setup.model = str(result.path)
         self.update_map(result.pmap)
+        self.masks = patch_masks(result.run, slide_path(self.slide), slide_shape(self.slide))
         note = "optimistic" if any("optimistic" in w for w in result.warnings) else ""
         self.history.append(score_round(result.pmap, number, result.path.name, corrections, note))
         self._show_history()
@@ -551,6 +576,7 @@ class OverlayControls(Container):
         ):
             layer.scale, layer.translate = raster_transform(step, world=(a, b))
         self.picked_row, self._error_at = None, -1
+        self.mask_view.visible = False
         self._show_map()
         self._on_show()
 
