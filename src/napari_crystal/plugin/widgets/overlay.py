@@ -59,6 +59,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 ALL, ERRORS = "all patches", "errors only"
 NEXT_ERROR, PREVIOUS_ERROR = ".", ","  # keys; napari gives them no other use
+PICK_HINT = (
+    f"click a patch to inspect it; {NEXT_ERROR} and {PREVIOUS_ERROR}: next and previous error"
+)
 MASK_PX = 96  # the inspected patch's mask is shown about this many pixels a side
 ACCEPT = "/"  # accept the prediction as the inspected patch's truth; napari has no plain "/"
 ERROR_COLOR = (0.0, 0.0, 0.0, 1.0)
@@ -139,12 +142,7 @@ class OverlayControls(Container):
             Label(value="hover a patch: true class, predicted class, probabilities")
         )
         self.legend = wrapped(Label(value=""))
-        self.picked = wrapped(
-            Label(
-                value=f"click a patch to inspect it; {NEXT_ERROR} and {PREVIOUS_ERROR}: next and "
-                "previous error"
-            )
-        )
+        self.picked = wrapped(Label(value=PICK_HINT))
         self.legend.native.setTextFormat(Qt.TextFormat.RichText)
         self.mask_view = Label(value="")  # the inspected patch's mask, as the model saw it
         self.mask_view.visible = False
@@ -576,6 +574,7 @@ class OverlayControls(Container):
         ):
             layer.scale, layer.translate = raster_transform(step, world=(a, b))
         self.picked_row, self._error_at = None, -1
+        self.picked.value = PICK_HINT  # the old inspection was of the old model
         self.mask_view.visible = False
         self._show_map()
         self._on_show()
