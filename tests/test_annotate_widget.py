@@ -42,12 +42,18 @@ def fresh_settings(monkeypatch):
     monkeypatch.setattr(napari.settings, "_SETTINGS", NapariSettings(config_path=None))
     from npe2 import PluginManager
 
+    def builtins_first():
+        # napari's own writers first, as in a usual install; registration order otherwise
+        # depends on how entry points are discovered (a src/*.egg-info on PYTHONPATH comes first)
+        pm = PluginManager.instance()
+        order = {mf.name: i for i, mf in enumerate(pm.iter_manifests())}
+        order["napari"] = -1
+        contrib, entries = _preferences._writer_entries()
+        contrib._writers = sorted(entries, key=lambda e: order.get(e[-1].plugin_name, len(order)))
+
+    builtins_first()
     yield napari.settings.get_settings()
-    # back to registration order (plugins may have registered during the test)
-    pm = PluginManager.instance()
-    order = {mf.name: i for i, mf in enumerate(pm.iter_manifests())}
-    contrib, entries = _preferences._writer_entries()
-    contrib._writers = sorted(entries, key=lambda e: order.get(e[-1].plugin_name, len(order)))
+    builtins_first()  # plugins may have reordered or registered during the test
 
 
 @pytest.fixture

@@ -166,6 +166,24 @@ def default_save_path(layer, viewer) -> Path | None:
     return None
 
 
+def save_with_notice(layer, path: Path) -> Path | None:
+    """`save_layer`, with the outcome as a notification (reason first); None when not saved.
+
+    The layer remembers the file it was saved to (``metadata["source"]``).
+    """
+    try:
+        written = save_layer(layer, Path(path))
+    except CrystalError as exc:
+        show_error(f"napari-crystal: not saved: {exc.message} ({_short(path)})")
+        return None
+    except OSError as exc:
+        show_error(f"napari-crystal: not saved: {exc.strerror or exc} ({_short(path)})")
+        return None
+    layer.metadata["source"] = str(written)
+    show_info(f"napari-crystal: saved {layer.nshapes} regions to {_short(written)}")
+    return written
+
+
 def save_layer(layer, path: Path) -> Path:
     """Write an annotation layer to ``path`` (format from the suffix) with the core writers."""
     from napari_crystal.plugin.widgets._layers import shapes_annotation
@@ -608,17 +626,7 @@ class AnnotateWidget(Container):
         if path is None or not str(path) or Path(str(path)).is_dir():
             show_info("napari-crystal: nothing saved: choose a file name (.csv, .xml, .geojson)")
             return None
-        try:
-            written = save_layer(layer, Path(path))
-        except CrystalError as exc:
-            show_error(f"napari-crystal: not saved: {exc.message} ({_short(path)})")
-            return None
-        except OSError as exc:
-            show_error(f"napari-crystal: not saved: {exc.strerror or exc} ({_short(path)})")
-            return None
-        layer.metadata["source"] = str(written)
-        show_info(f"napari-crystal: saved {layer.nshapes} regions to {_short(written)}")
-        return written
+        return save_with_notice(layer, Path(path))
 
     def make_preferred(self, *_) -> None:
         """Only on this button: napari's extension preferences name napari-crystal."""

@@ -478,7 +478,10 @@ class OverlayControls(Container):
 
     def save_annotation(self):
         """Save the corrected annotation layer to its file with Annotate's writer."""
-        from napari_crystal.plugin.widgets.annotate_widget import default_save_path, save_layer
+        from napari_crystal.plugin.widgets.annotate_widget import (
+            default_save_path,
+            save_with_notice,
+        )
 
         layer = self._annotation_layer()
         if layer is None:
@@ -493,17 +496,9 @@ class OverlayControls(Container):
                 "Annotate's Save to"
             )
             return None
-        try:
-            written = save_layer(layer, path)
-        except CrystalError as exc:
-            show_error(f"napari-crystal: not saved: {exc.message} ({Path(path).name})")
-            return None
-        except OSError as exc:
-            show_error(f"napari-crystal: not saved: {exc.strerror or exc} ({Path(path).name})")
-            return None
-        layer.metadata["source"] = str(written)
-        show_info(f"napari-crystal: saved {layer.nshapes} regions to {Path(written).name}")
-        self.status.value = f"saved to {written}"
+        written = save_with_notice(layer, path)
+        if written is not None:
+            self.status.value = f"saved to {written}"
         return written
 
     # ---------------------------------------------------------------- retrain
