@@ -31,7 +31,7 @@ class ConversionWarning(UserWarning):
     """Something a file holds that the target format cannot carry, or a reader had to skip."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Region:
     """One labelled polygon: ``coords`` (N, 2) float64 row/col level-0 pixels, ``depth`` (N,).
 

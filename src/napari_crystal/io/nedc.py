@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 import re
 import warnings
@@ -62,7 +63,17 @@ def _ascii_float(text: str) -> float | None:
     if not _NUMBER_TEXT.fullmatch(text):
         return None
     value = float(text)
-    return value if np.isfinite(value) else None
+    return value if math.isfinite(value) else None
+
+
+def _ascii_ints(texts: list[str]) -> list[int | None]:
+    """`_ascii_int` of each text; plain digit strings (every region's ids) in one pass."""
+    joined = "".join(texts)
+    if joined.isascii() and joined.isdigit() and all(texts):
+        values = list(map(int, texts))
+        if max(values) < _INT64:
+            return values
+    return [_ascii_int(text) for text in texts]
 
 
 def _fmt_float(value: float) -> str:
@@ -245,10 +256,12 @@ def _parse_csv(path: Path, raw: bytes) -> Annotation:
         return _annotation(path, table, fields)
     if b"\n\n" not in block:  # no blank lines: row k is line first_line + k
         table.lines = first_line + np.arange(len(table.heads["index"]), dtype=np.int64)
+    del block  # a copy of the file: not kept while the regions are made
     try:
         return _annotation(path, table, fields)
     except AnnotationError:
         # The library table has no line numbers that count blank lines: ask the careful parser.
+        block = _data_block(raw, offset)
         return _annotation(path, _careful_table(path, block, columns, first_line), fields)
 
 
@@ -405,8 +418,8 @@ def _annotation(path: Path, table: _Table, fields: dict) -> Annotation:
 
     starts = rstart.tolist()
     heads = {name: values[rstart].tolist() for name, values in table.heads.items()}
-    index = [_ascii_int(text) for text in heads["index"]]
-    region_id = [_ascii_int(text) for text in heads["region_id"]]
+    index = _ascii_ints(heads["index"])
+    region_id = _ascii_ints(heads["region_id"])
     if None in index or None in region_id:  # name the first bad value in file order
         for k in starts:
             for name in ("index", "region_id"):
@@ -452,13 +465,15 @@ def _annotation(path: Path, table: _Table, fields: dict) -> Annotation:
     )
     # Confidence is a region's value (1.0 in every file seen): taken from its first row.
     confidences = []
+    parsed: dict[str, float | None] = {}  # files repeat a few values ("1.0") in every region
     for k, text in zip(starts, table.confidence[rstart].tolist(), strict=True):
-        value = _ascii_float(text)
+        value = parsed[text] if text in parsed else parsed.setdefault(text, _ascii_float(text))
         if value is None:
             raise AnnotationError(
                 path, f"confidence {_show(text.encode())} is not a number", line_of(k)
             )
         confidences.append(value)
+    first_lines = [None] * len(starts) if lines is None else lines[rstart].tolist()
     regions = [
         Region(
             index[r],
@@ -468,9 +483,11 @@ def _annotation(path: Path, table: _Table, fields: dict) -> Annotation:
             coords[s:e],
             depth[s:e],
             conf,
-            line=line_of(s),
+            line=line,
         )  # fmt: skip
-        for r, (s, e, conf) in enumerate(zip(starts, rend.tolist(), confidences, strict=True))
+        for r, (s, e, conf, line) in enumerate(
+            zip(starts, rend.tolist(), confidences, first_lines, strict=True)
+        )
     ]
     ann = Annotation(regions, **fields)
     check_regions(path, ann, coords, rstart)  # here: a library table's error is redone with lines
