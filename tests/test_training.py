@@ -145,17 +145,25 @@ def test_same_seed_same_model_whatever_the_threads(data, n_jobs):
     )
     for ours, theirs in zip(model.estimator.estimators_, again.estimator.estimators_, strict=True):
         np.testing.assert_array_equal(ours.tree_.threshold, theirs.tree_.threshold)
-    # 25 trees in sub-forests of 9, 8 and 8: one progress step each, in any order
-    assert training.sub_forest_sizes(25) == [9, 8, 8]
-    assert seen[0] == (0, 25) and seen[-1] == (25, 25) and len(seen) == 4
-    assert all(t == 25 for _, t in seen) and sorted(d for d, _ in seen[1:-1]) in (
-        [8, 16],
-        [8, 17],
-        [9, 17],
-    )
+    # 25 trees in sub-forests of 13 and 12: one progress step each, in any order
+    assert training.sub_forest_sizes(25) == [13, 12]
+    assert seen[0] == (0, 25) and seen[-1] == (25, 25) and len(seen) == 3
+    assert all(t == 25 for _, t in seen) and seen[1][0] in (12, 13)
     # another seed, another forest
     other = train_model(packed, labels, SIZE, params={**params, "random_state": 7})
     assert not np.array_equal(other.estimator.predict_proba(X), model.estimator.predict_proba(X))
+
+
+@pytest.mark.parametrize("total", [1, 2, 3, 10, 25, 41, 100, 200, 999])
+def test_sub_forest_sizes(total):
+    """All the trees, none above SUB_FOREST_TREES, near-equal sizes, an even number of
+    sub-forests (two threads finish together); the study's 100 trees give 6 progress steps."""
+    sizes = training.sub_forest_sizes(total)
+    assert sum(sizes) == total and max(sizes) <= training.SUB_FOREST_TREES
+    assert max(sizes) - min(sizes) <= 1 and min(sizes) >= 1
+    assert total == 1 or len(sizes) % 2 == 0
+    if total == 100:
+        assert len(sizes) == 6
 
 
 def test_joined_forest_is_a_whole_forest(data):
@@ -226,8 +234,9 @@ def test_cancel_stops_between_sub_forests(data, n_jobs):
             packed, labels, SIZE, params={"n_estimators": 200}, progress=progress,
             cancel=cancel, n_jobs=n_jobs,
         )  # fmt: skip
-    # sub-forests of 10: one done, then at most those already growing (one per thread)
-    assert seen[0] == 0 and seen[1] == 10 and seen[-1] <= 10 + 10 * (n_jobs or 0)
+    # sub-forests of 20: one done, then at most those already growing (one per thread)
+    assert training.sub_forest_sizes(200) == [20] * 10
+    assert seen[0] == 0 and seen[1] == 20 and seen[-1] <= 20 + 20 * (n_jobs or 0)
 
 
 def test_refuses_a_single_class(data):

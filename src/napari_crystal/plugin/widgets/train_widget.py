@@ -158,7 +158,7 @@ class TrainWidget(Container):
         )
         self.n_jobs = SpinBox(label="threads", value=1, min=1, max=os.cpu_count() or 1)
         self.n_jobs.tooltip = (
-            "sub-forests of 10 trees grown at once (same forest; progress per sub-forest)"
+            "sub-forests of up to 20 trees grown at once (same forest; progress per sub-forest)"
         )
         self.out = FileEdit(label="model file", mode="w", filter="*.skops")
         self.run_button = PushButton(text="Train")
