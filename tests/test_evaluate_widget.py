@@ -137,6 +137,7 @@ def test_open_slide_evaluation_and_overlay(make_napari_viewer, qtbot, artefacts,
     assert report.n == len(ann.regions) and report.test_set == path.stem
     w.build_overlay()
     _wait(qtbot, w)
+    qtbot.waitUntil(lambda: w.overlay is not None, timeout=10_000)  # a layer per loop turn
     o = w.overlay
     assert o is not None and o.prediction in viewer.layers, messages
     run = w.result.slide[0]

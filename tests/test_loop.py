@@ -97,6 +97,7 @@ def test_draw_label_save_train_evaluate_correct_retrain(
     finish(qtbot, evaluate.runner)
     qtbot.mouseClick(evaluate.overlay_button.native, Qt.MouseButton.LeftButton)
     finish(qtbot, evaluate.runner)
+    qtbot.waitUntil(lambda: evaluate.overlay is not None, timeout=10_000)  # a layer per turn
     o = evaluate.overlay
     assert o is not None and len(o.pmap.table) == n_regions + 1, messages
     assert len(o.history) == 1 and o.history[0].wrong == evaluate.report().incorrect > 0

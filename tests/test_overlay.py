@@ -137,3 +137,33 @@ def test_region_overlay_fills_polygons(make_napari_viewer):
     assert _value(c.prediction, 450, 450) == 0  # in the triangle's box, outside the triangle
     assert _value(c.prediction, 750, 1000) == ci("indc") and _value(c.errors, 750, 1000) == 0
     assert _value(c.truth, 150, 150) == ci("dcis")
+
+
+def test_layers_added_one_per_event_loop_turn(make_napari_viewer, qtbot):
+    """The widgets' way: a layer per turn of the event loop, then ``on_ready``; the same
+    layers, visibility and outlines as when everything is added at once."""
+    from napari_crystal.plugin.widgets.overlay import add_overlay_layers
+    from napari_crystal.predictions import build_prediction_map
+
+    viewer = make_napari_viewer()
+    slide = _slide(viewer)
+    table = frame_patches([], SHAPE, frame=250, window=500, slide="s.svs")
+    labels = np.array(["nneo", "dcis"])[np.arange(len(table)) % 2]
+    predicted = labels.copy()
+    predicted[3] = "indc"
+    pmap = build_prediction_map(table, predicted, labels, None, (), None, SHAPE)
+    ready = []
+    assert add_overlay_layers(viewer, pmap, slide=slide, on_ready=ready.append) is None
+    assert len(viewer.layers) == 1  # nothing yet: the first layer comes on the next turn
+    qtbot.waitUntil(lambda: len(viewer.layers) == 2, timeout=5_000)
+    assert not ready
+    qtbot.waitUntil(lambda: bool(ready), timeout=10_000)
+    staged = ready[0]
+    at_once = add_overlay_layers(viewer, pmap, name="again", slide=slide)
+    for ours, theirs in zip(staged.layers, at_once.layers, strict=True):
+        assert ours in viewer.layers
+        assert (ours.visible, ours.contour, ours.opacity) == (
+            theirs.visible, theirs.contour, theirs.opacity,
+        )  # fmt: skip
+        np.testing.assert_array_equal(ours.data, theirs.data)
+    assert not staged.truth.visible and staged.errors.visible and staged.errors.contour == 1

@@ -349,9 +349,14 @@ class EvaluateWidget(Container):
         if result is not None and result.models and result.models[0].path:
             options = self._slide_options if result.slide else {}
             setup = RetrainSetup(str(result.models[0].path), result.dataset_path, dict(options))
-        self.overlay = add_overlay_layers(
-            self.viewer, pmap, name=layer.name, slide=layer, setup=setup
-        )
+        add_overlay_layers(
+            self.viewer, pmap, name=layer.name, slide=layer, setup=setup,
+            on_ready=lambda controls: self._overlay_ready(controls, result, layer),
+        )  # fmt: skip
+
+    def _overlay_ready(self, controls, result, layer) -> None:
+        """The overlay's layers are all in (added one per event-loop turn)."""
+        self.overlay = controls
         if result is not None:
             from napari_crystal.correction import patch_masks
 

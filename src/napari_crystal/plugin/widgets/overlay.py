@@ -8,6 +8,7 @@ with a colour map, not 20,000 shapes, so it stays smooth on big slides.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,7 @@ from magicgui.widgets import (
 )
 from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, QTimer
 
 from napari_crystal import palette
 from napari_crystal.annotate import view_for
@@ -635,10 +636,44 @@ def add_overlay_layers(
     slide=None,
     dock=True,
     setup: RetrainSetup | None = None,
-) -> OverlayControls:
+    on_ready: Callable[[OverlayControls], Any] | None = None,
+) -> OverlayControls | None:
     """Add a built `PredictionMap` to the viewer (main thread): truth, prediction, errors.
 
-    ``setup`` (model file and evaluation source) lets the panel retrain and re-evaluate."""
+    ``setup`` (model file and evaluation source) lets the panel retrain and re-evaluate.
+    With ``on_ready`` (the widgets' way), one layer is added per turn of the Qt event loop,
+    since napari takes about a tenth of a second to set up each Labels layer and the window
+    should not freeze for all of them at once; ``on_ready(controls)`` is called after the
+    last and None is returned. Without it, everything is added now and the controls returned.
+    """
+    steps = _overlay_steps(viewer, pmap, name, slide, dock, setup)
+    if on_ready is not None:
+        _in_turns(steps, on_ready)
+        return None
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+def _in_turns(steps: Iterator, on_ready: Callable[[Any], Any]) -> None:
+    """Run one step of the generator ``steps`` per turn of the Qt event loop, then hand its
+    return value to ``on_ready``."""
+
+    def turn() -> None:
+        try:
+            next(steps)
+        except StopIteration as done:
+            on_ready(done.value)
+        else:
+            QTimer.singleShot(0, turn)
+
+    QTimer.singleShot(0, turn)
+
+
+def _overlay_steps(viewer, pmap: PredictionMap, name: str, slide, dock: bool, setup):
+    """`add_overlay_layers` as a generator: it pauses after each layer, returns the controls."""
     prefix = f"{name} " if name else ""
     a, b = np.ones(2), np.zeros(2)
     if slide is not None:  # maps are in level-0 pixels; follow the slide layer's world transform
@@ -649,21 +684,26 @@ def add_overlay_layers(
         return {"scale": scale, "translate": translate}
 
     meta = {"napari_crystal": "prediction overlay", "classes": list(pmap.classes)}
+    # the truth is hidden: overlaid mode shows the prediction over the slide; grid shows both
     truth = viewer.add_labels(
         pmap.truth_map, name=f"{prefix}truth", colormap=class_colormap(), opacity=0.55,
-        metadata=meta, **placed(pmap.raster.scale),
+        metadata=meta, visible=False, **placed(pmap.raster.scale),
     )  # fmt: skip
+    yield
     prediction = viewer.add_labels(
         pmap.predicted_map, name=f"{prefix}prediction", colormap=class_colormap(), opacity=0.55,
         metadata=meta, **placed(pmap.raster.scale),
     )  # fmt: skip
+    yield
     factor = _error_factor(pmap)
     errors = viewer.add_labels(
         _upsampled(pmap.errors_map, factor), name=f"{prefix}errors", colormap=error_colormap(),
-        opacity=1.0, metadata=meta, **placed(pmap.raster.scale / factor),
+        opacity=1.0, metadata=meta, visible=False, **placed(pmap.raster.scale / factor),
     )  # fmt: skip
+    yield  # drawn once, outlined: outlines are as costly to make as the layer
     errors.contour = 1 if pmap.raster.kind == "frame" else 2  # outlines: the classes stay visible
-    truth.visible = False  # overlaid mode shows the prediction over the slide; grid shows both
+    errors.visible = True
+    yield
     controls = OverlayControls(
         viewer,
         pmap,
@@ -673,6 +713,7 @@ def add_overlay_layers(
         setup,
     )
     if dock and getattr(viewer, "window", None) is not None:
+        yield
         viewer.window.add_dock_widget(controls, name=f"{prefix}overlay".strip(), area="right")
     return controls
 
@@ -785,9 +826,12 @@ class PredictionOverlayWidget(Container):
 
     def _done(self, pmap: PredictionMap, layer) -> None:
         setup = RetrainSetup(str(self.model.value), dataset=str(self.dataset.value))
-        self.controls = add_overlay_layers(
-            self.viewer, pmap, name=layer.name, slide=layer, setup=setup
+        add_overlay_layers(
+            self.viewer, pmap, name=layer.name, slide=layer, setup=setup, on_ready=self._ready
         )
+
+    def _ready(self, controls: OverlayControls) -> None:
+        self.controls, pmap = controls, controls.pmap
         show_info(
             f"napari-crystal: overlay of {len(pmap.table)} patches, {int(pmap.wrong.sum())} wrong"
         )

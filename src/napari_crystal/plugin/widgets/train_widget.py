@@ -74,8 +74,11 @@ def train_and_save(
 
     Nothing is written unless training ran to the end; returns (model, path, seconds).
     """
+    # Loading (zarr), fitting (scikit-learn makes objects per tree) and saving (skops) would
+    # trigger collections of napari's whole heap, each holding the GIL for a tenth of a second.
     if not isinstance(dataset, Dataset):
-        dataset = load_dataset(dataset)
+        with collection_paused():
+            dataset = load_dataset(dataset)
     start = time.perf_counter()
     if features is not None:
         from napari_crystal.features.build import with_feature_set
@@ -83,14 +86,14 @@ def train_and_save(
         dataset = with_feature_set(
             dataset, **features, annotations=annotations, progress=progress, cancel=cancel
         )
-    model = train_on_dataset(
-        dataset, crystals=crystals, params=params, progress=progress, cancel=cancel,
-        n_jobs=n_jobs,
-    )  # fmt: skip
-    seconds = time.perf_counter() - start
-    if cancel is not None and cancel.is_set():
-        raise Cancelled("training cancelled")
     with collection_paused():
+        model = train_on_dataset(
+            dataset, crystals=crystals, params=params, progress=progress, cancel=cancel,
+            n_jobs=n_jobs,
+        )  # fmt: skip
+        seconds = time.perf_counter() - start
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("training cancelled")
         path = save_model(model, out)
     return model, path, seconds
 
