@@ -659,7 +659,8 @@ def add_overlay_layers(
 
 def _in_turns(steps: Iterator, on_ready: Callable[[Any], Any]) -> None:
     """Run one step of the generator ``steps`` per turn of the Qt event loop, then hand its
-    return value to ``on_ready``."""
+    return value to ``on_ready``. A 1 ms timer, not 0: Qt runs zero-delay calls posted
+    during a turn in that same turn, back to back, and repaints would wait for all of them."""
 
     def turn() -> None:
         try:
@@ -667,9 +668,9 @@ def _in_turns(steps: Iterator, on_ready: Callable[[Any], Any]) -> None:
         except StopIteration as done:
             on_ready(done.value)
         else:
-            QTimer.singleShot(0, turn)
+            QTimer.singleShot(1, turn)
 
-    QTimer.singleShot(0, turn)
+    QTimer.singleShot(1, turn)
 
 
 def _overlay_steps(viewer, pmap: PredictionMap, name: str, slide, dock: bool, setup):
@@ -700,7 +701,7 @@ def _overlay_steps(viewer, pmap: PredictionMap, name: str, slide, dock: bool, se
         _upsampled(pmap.errors_map, factor), name=f"{prefix}errors", colormap=error_colormap(),
         opacity=1.0, metadata=meta, visible=False, **placed(pmap.raster.scale / factor),
     )  # fmt: skip
-    yield  # drawn once, outlined: outlines are as costly to make as the layer
+    yield  # shown once outlined
     errors.contour = 1 if pmap.raster.kind == "frame" else 2  # outlines: the classes stay visible
     errors.visible = True
     yield
