@@ -182,8 +182,8 @@ def _overlay_stall(quick: bool) -> dict:
                 loop.exec()
                 end = time.perf_counter()
             widget_stall, widget_time = ticks.max_gap(end), end - start
-            for layer in built.pop().layers:
-                viewer.layers.remove(layer)
+            for layer in built.pop().layers:  # hidden, not removed: removing layers here
+                layer.visible = False  # crashed software OpenGL (llvmpipe) in a repaint
 
         with ticks:
 
