@@ -23,6 +23,7 @@ _GROUPS = (
     "napari_crystal.cli._corpus",
     "napari_crystal.cli._pipeline",
     "napari_crystal.cli._predict",
+    "napari_crystal.cli._retrain",
 )
 
 
