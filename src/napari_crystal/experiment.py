@@ -637,29 +637,40 @@ def dataset_prediction_map(
     from napari_crystal.dataset import Dataset
 
     where = (dataset.meta or {}).get("path") or (dataset.meta or {}).get("corpus")
-    rows = rows_of_slide(dataset.table, slide_path, shape, dataset=where)
-    table = dataset.table[rows]
+    mine = rows_of_slide(dataset.table, slide_path, shape, dataset=where)
+    rows, table = np.flatnonzero(mine), dataset.table[mine]
     if evaluation is None:
         from napari_crystal.evaluation import model_truth
 
         check_classes(model, model_truth(model, table.label), where=where)
-        sub = Dataset(table, dataset.take(rows), dataset.size, dataset.method, dataset.meta)
+        sub = Dataset(table, dataset.take(mine), dataset.size, dataset.method, dataset.meta)
         evaluation = evaluate_model(
             model, sub, chunk=chunk, progress=progress, cancel=cancel, n_jobs=n_jobs
         )
-        predicted, proba, truth = evaluation.predicted, evaluation.proba, evaluation.truth
+        n_rows, of_dataset = len(sub), np.arange(len(rows))
     else:
-        if len(evaluation.predicted) != len(dataset):
-            raise ValueError("the evaluation is not of this dataset")
-        predicted = evaluation.predicted[rows]
-        proba, truth = evaluation.proba[rows], evaluation.truth[rows]
+        n_rows, of_dataset = len(dataset), rows
+    # a feature set's skipped patches (NaN rows) have no prediction: left out of the map
+    measured = np.arange(n_rows) if evaluation.rows is None else np.asarray(evaluation.rows)
+    if len(evaluation.predicted) != len(measured) or (len(measured) and measured[-1] >= n_rows):
+        raise ValueError("the evaluation is not of this dataset")
+    at = np.full(n_rows, -1, dtype=np.int64)
+    at[measured] = np.arange(len(measured))
+    pos = at[of_dataset]
+    keep = pos >= 0
+    not_measured = int((~keep).sum())
+    table, pos = table[keep], pos[keep]
+    predicted, truth = evaluation.predicted[pos], evaluation.truth[pos]
+    proba = evaluation.proba[pos]
     polygons = None
     if annotation is not None and set(np.unique(table.kind).tolist()) == {"region"}:
         polygons = region_polygons(table, annotation)
-    return build_prediction_map(
+    pmap = build_prediction_map(
         table, predicted, truth, proba, model.classes, polygons, shape,
         max_side=max_side, frame=frame,
     )  # fmt: skip
+    pmap.not_measured = not_measured
+    return pmap
 
 
 # ------------------------------------------------ one or two models evaluated (CLI and widgets)

@@ -220,6 +220,7 @@ class PredictionMap:
     predicted_map: np.ndarray
     truth_map: np.ndarray
     errors_map: np.ndarray
+    not_measured: int = 0  # the slide's patches a feature set skipped (not in the map)
 
     @property
     def wrong(self) -> np.ndarray:

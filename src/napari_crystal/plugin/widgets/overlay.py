@@ -222,6 +222,8 @@ class OverlayControls(Container):
         self.summary.value = f"{len(pmap.table)} patches, {labelled} labelled, {wrong} wrong" + (
             f" ({100 * wrong / labelled:.1f}%)" if labelled else ""
         )
+        if pmap.not_measured:  # a feature set skipped them (too small): not in the map
+            self.summary.value += f"; {pmap.not_measured} not measured (not shown)"
         self.legend.value = legend_html(pmap)
         self._error_rows = np.flatnonzero(pmap.wrong)
 
