@@ -53,6 +53,17 @@ def wait_for_job(widget, timeout: float = 600) -> None:
     settle()
 
 
+def wait_until(condition, timeout: float = 30, what: str = "the condition") -> None:
+    """Process events until ``condition()`` is true (e.g. an overlay added a layer per turn)."""
+    import time
+
+    end = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > end:
+            raise TimeoutError(f"{what} did not happen in {timeout:g} s")
+        settle(0.05)
+
+
 def save_screenshot(viewer, path, settle_seconds: float = 0.5) -> None:
     """A screenshot of the whole window (widgets included) once it has been drawn."""
     settle(settle_seconds)

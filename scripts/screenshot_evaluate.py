@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scripts._screen import save_screenshot, settle, start_screen, wait_for_job
+from scripts._screen import save_screenshot, settle, start_screen, wait_for_job, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -80,6 +80,10 @@ def main() -> int:
             wait_for_job(widget)
             widget.build_overlay()
             wait_for_job(widget)
+            # the overlay adds one layer per event-loop turn after the job
+            wait_until(
+                lambda: widget.overlay is not None or widget.runner.last_error, 60, "overlay"
+            )
             overlay = widget.overlay
             if overlay is None:
                 raise RuntimeError("overlay failed (see the notifications)")
