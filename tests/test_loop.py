@@ -134,6 +134,9 @@ def test_draw_label_save_train_evaluate_correct_retrain(
     assert len(o.history) == 2, messages
     assert o.masks is not None and not o.mask_view.visible  # until a patch is inspected again
     assert o.picked.value == overlay.PICK_HINT and o.picked_row is None
+    # the hover text under the unmoved cursor is the new map's: the corrected truth
+    assert f"true {info.predicted}" in o.hover.value, o.hover.value
+    assert f"true {info.truth}" not in o.hover.value
     second = o.history[1]
     assert second.number == 2 and second.corrections == 1 and second.n == n_regions + 1
     assert second.model == "model-round2.skops"

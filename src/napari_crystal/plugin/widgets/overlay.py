@@ -576,6 +576,8 @@ class OverlayControls(Container):
         self.mask_view.visible = False
         self._show_map()
         self._on_show()
+        self.hover.value = ""
+        self._on_mouse_move(self.viewer, None)  # the hover text under the cursor, new model's
 
     # ---------------------------------------------------------------- grid
     def _on_grid(self, value: bool) -> None:
