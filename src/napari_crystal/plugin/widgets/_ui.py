@@ -80,6 +80,7 @@ def scroll_body(outer: Container, widgets, labels: bool = True) -> Container:
     area.setWidgetResizable(True)
     area.setFrameShape(QFrame.Shape.NoFrame)
     area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    body.native.layout().addStretch(1)  # rows keep their height in a dock taller than them
     area.setWidget(body.native)  # out of outer's layout, into the area
     layout = outer.native.layout()
     layout.setContentsMargins(0, 0, 0, 0)
