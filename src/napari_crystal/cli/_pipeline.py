@@ -94,6 +94,19 @@ def _feature_spec(args: argparse.Namespace, corpus: Path):
     )
 
 
+def _prediction_options(p) -> None:
+    """--jobs and --scheduler of the commands that predict (evaluate, compare)."""
+    p.add_argument(
+        "--jobs", type=_args.jobs, default=-1, help="threads for prediction (default all)"
+    )
+    p.add_argument(
+        "--scheduler",
+        type=_args.scheduler,
+        default=None,
+        help="predict as dask tasks: " + SCHEDULER_HELP,
+    )
+
+
 def register(subparsers) -> None:
     """Add the pipeline commands."""
     p = subparsers.add_parser(
@@ -136,15 +149,7 @@ def register(subparsers) -> None:
     p.add_argument("model", type=Path, metavar="MODEL")
     p.add_argument("dataset", type=Path, metavar="DATASET")
     p.add_argument("--out", type=_args.new_folder, required=True, metavar="REPORT_DIR")
-    p.add_argument(
-        "--jobs", type=_args.jobs, default=-1, help="threads for prediction (default all)"
-    )
-    p.add_argument(
-        "--scheduler",
-        type=_args.scheduler,
-        default=None,
-        help="predict as dask tasks: " + SCHEDULER_HELP,
-    )
+    _prediction_options(p)
     _common(p)
     p.set_defaults(func=run_evaluate)
 
@@ -156,15 +161,7 @@ def register(subparsers) -> None:
     p.add_argument(
         "--level", type=_args.level, default=0.95, help="confidence level (default 0.95)"
     )
-    p.add_argument(
-        "--jobs", type=_args.jobs, default=-1, help="threads for prediction (default all)"
-    )
-    p.add_argument(
-        "--scheduler",
-        type=_args.scheduler,
-        default=None,
-        help="predict as dask tasks: " + SCHEDULER_HELP,
-    )
+    _prediction_options(p)
     _common(p)
     p.set_defaults(func=run_compare)
 
