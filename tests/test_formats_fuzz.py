@@ -6,11 +6,16 @@ longer hunt.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import warnings
+from dataclasses import fields
 from pathlib import Path
+from unittest import mock
 
+import msgspec
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -97,53 +102,119 @@ def test_mutated_valid_files(name, data):
     _check(reader, suffix, data.draw(mutated(sample())))
 
 
-@FUZZ
-@given(
-    st.recursive(
-        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
-        lambda inner: (
-            st.lists(inner, max_size=5)
-            | st.dictionaries(
-                st.sampled_from(
-                    [
-                        "type",
-                        "features",
-                        "geometry",
-                        "coordinates",
-                        "properties",
-                        "classification",
-                        "objectType",
-                        "measurements",
-                        "name",
-                        "color",
-                        "colorRGB",
-                        "geometries",
-                        "id",
-                        "napari-crystal",
-                        "isEllipse",
-                        "names",
-                        "value",
-                    ]  # fmt: skip
-                ),
-                inner
-                | st.sampled_from(
-                    [
-                        "Feature",
-                        "FeatureCollection",
-                        "Polygon",
-                        "MultiPolygon",
-                        "annotation",
-                        "detection",
-                        "GeometryCollection",
-                    ]
-                ),  # fmt: skip
-                max_size=6,
-            )
-        ),
-        max_leaves=40,
-    )
+GEOJSON_DOCS = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=5)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "type",
+                    "features",
+                    "geometry",
+                    "coordinates",
+                    "properties",
+                    "classification",
+                    "objectType",
+                    "measurements",
+                    "name",
+                    "color",
+                    "colorRGB",
+                    "geometries",
+                    "id",
+                    "napari-crystal",
+                    "isEllipse",
+                    "names",
+                    "value",
+                ]  # fmt: skip
+            ),
+            inner
+            | st.sampled_from(
+                [
+                    "Feature",
+                    "FeatureCollection",
+                    "Polygon",
+                    "MultiPolygon",
+                    "annotation",
+                    "detection",
+                    "GeometryCollection",
+                ]
+            ),  # fmt: skip
+            max_size=6,
+        )
+    ),
+    max_leaves=40,
 )
-def test_geojson_structures(doc):
-    import json
 
+
+@FUZZ
+@given(GEOJSON_DOCS)
+def test_geojson_structures(doc):
     _check(geojson.read, ".geojson", json.dumps(doc).encode())
+
+
+def _plain(value):
+    """Arrays as lists of Python numbers (exact reprs), in whatever they are nested in."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _outcome(path) -> str:
+    """What reading gives, spelled out exactly (every field, extras included), or the error."""
+    try:
+        ann = geojson.read(path)
+    except CrystalError as exc:
+        return str(exc)
+    regions = [[_plain(getattr(r, f.name)) for f in fields(r)] for r in ann.regions]
+    header = [getattr(ann, f.name) for f in fields(ann) if f.name != "regions"]
+    return repr((regions, header))
+
+
+def _same_with_either_parser(data: bytes) -> None:
+    """msgspec's parse reads as ``json.loads`` does (the path NaN, Infinity and errors take)."""
+    path = _DIR / "same.geojson"
+    path.write_bytes(data)
+    refused = mock.patch.object(geojson.msgspec.json, "decode", side_effect=msgspec.DecodeError)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fast = _outcome(path)
+        with refused:
+            slow = _outcome(path)
+    assert fast == slow
+
+
+@FUZZ
+@given(GEOJSON_DOCS)
+def test_geojson_fast_parser_reads_structures_as_the_standard_library(doc):
+    _same_with_either_parser(json.dumps(doc).encode())  # integers past 64 bits, NaN...
+
+
+@pytest.mark.parametrize("sample", [qupath_sample_04, qupath_sample_03])
+@FUZZ
+@given(st.data())
+def test_geojson_fast_parser_reads_damaged_files_as_the_standard_library(sample, data):
+    _same_with_either_parser(data.draw(mutated(sample())))
+
+
+@pytest.mark.parametrize("nan", ["", "NaN", "Infinity"])
+def test_geojson_fast_parser_reads_big_integers_and_odd_numbers_as_the_standard_library(nan):
+    """Integers past 64 bits stay exact integers (a colour, an id, a measurement), floats are
+    rounded alike; a NaN or Infinity anywhere takes the standard library's path."""
+    big = 2**64 + 5
+    ring = [[0, 0], [1e3, 0.1], [12.000000000000000001, 1e-320], [-0.0, 3.5e2], [0, 0]]
+    feature = {
+        "type": "Feature",
+        "id": big,
+        "geometry": {"type": "Polygon", "coordinates": [ring]},
+        "properties": {
+            "objectType": "annotation",
+            "classification": {"name": "Tumor", "colorRGB": -big},
+            "measurements": {"big": big, "neg": -(2**70), "small": 1.5, "odd": "NAN"},
+            "napari-crystal": {"region_id": big * 3, "depth": 2**63, "confidence": 2**80},
+        },
+    }
+    text = json.dumps({"type": "FeatureCollection", "features": [feature, feature]})
+    _same_with_either_parser(text.replace('"NAN"', nan or '"NAN"').encode())
