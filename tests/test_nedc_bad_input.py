@@ -96,6 +96,16 @@ CSV_CASES = {
         8,
         "confidence 'high'",
     ),
+    "bad confidence in a later region": (
+        _csv(a=("1,2,breast,bckg,0,5000,7000,0,1.0", "1,2,breast,bckg,0,5000,7000,0,1.0x")),
+        12,
+        "confidence '1.0x'",
+    ),
+    "region without area": (
+        _csv(a=("1,2,breast,bckg,2,7000,9000", "1,2,breast,bckg,2,5000,8000")),
+        12,
+        "region 2 ('bckg', #1) has no area",
+    ),
 }
 
 
@@ -112,6 +122,21 @@ def test_bad_csv(tmp_path, case):
     assert message in err.message
     assert str(err).startswith(f"{path}:{line}: ")
     assert "\n" not in str(err)
+
+
+@pytest.mark.parametrize("case", list(CSV_CASES))
+def test_bad_csv_as_columns(tmp_path, case):
+    """The column reader (cell-level files in napari) refuses every file read_annotation
+    refuses, with the same line and reason: both go through one set of checks."""
+    from napari_crystal.io.formats import read_annotation_columns
+
+    text, line, message = CSV_CASES[case]
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(AnnotationError) as info:
+        read_annotation_columns(path)
+    assert (info.value.path, info.value.line) == (str(path), line)
+    assert message in info.value.message
 
 
 def test_binary_garbage_with_csv_suffix(tmp_path):

@@ -37,7 +37,7 @@ import numpy as np
 from napari_crystal.palette import class_index
 
 if TYPE_CHECKING:
-    from napari_crystal.io.annotation import Annotation
+    from napari_crystal.io.annotation import Annotation, RegionColumns
 
 
 # --------------------------------------------------------------------------- level-0 conventions
@@ -98,13 +98,18 @@ def raster_transform(
     return tuple(float(v) for v in scale), tuple(float(v) for v in translate)
 
 
-def annotation_shape(ann: Annotation) -> tuple[int, int]:
+def annotation_shape(ann: Annotation | RegionColumns) -> tuple[int, int]:
     """Level-0 (rows, cols) of the annotated slide: from the header, else the regions' extent."""
     if ann.height and ann.width:
         return int(ann.height), int(ann.width)
-    if not ann.regions:
+    regions = getattr(ann, "regions", None)  # None: RegionColumns, every vertex in ``coords``
+    if regions is None:
+        coords = ann.coords
+    else:
+        coords = np.concatenate([r.coords for r in regions]) if regions else np.zeros((0, 2))
+    if not len(coords):
         return 1, 1
-    top = np.max([r.coords.max(axis=0) for r in ann.regions], axis=0)
+    top = coords.max(axis=0)
     return int(top[0]) + 1, int(top[1]) + 1
 
 
@@ -239,21 +244,38 @@ def rasterize_annotation(
     longer side of the result is at most ``max_side``; later regions paint over earlier ones,
     as napari draws later shapes on top. Pixels by the scanline rule (module docstring).
     """
-    downsample, out_shape = raster_grid(
-        shape if shape is not None else annotation_shape(ann), max_side
+    regions = ann.regions
+    return rasterize_regions(
+        np.concatenate([r.coords for r in regions]) if regions else np.zeros((0, 2)),
+        np.array([len(r.coords) for r in regions], dtype=np.int64),
+        [r.label for r in regions],
+        shape if shape is not None else annotation_shape(ann),
+        max_side,
     )
+
+
+def rasterize_regions(
+    coords: np.ndarray, sizes: np.ndarray, labels, shape: tuple[int, int], max_side: int = 4096
+) -> tuple[np.ndarray, float]:
+    """:func:`rasterize_annotation` of regions given as columns: all vertices (level-0) in one
+    (N, 2) array, the vertex count and the label of each region, the level-0 ``shape``."""
+    downsample, out_shape = raster_grid(shape, max_side)
     out_shape = (max(1, out_shape[0]), max(1, out_shape[1]))
-    sizes = np.array([len(r.coords) for r in ann.regions], dtype=np.int64)
-    rc = (
-        to_raster(np.concatenate([r.coords for r in ann.regions]), downsample)
-        if len(sizes)
-        else np.zeros((0, 2))
-    )
+    rc = to_raster(coords.reshape(-1, 2), downsample) if len(sizes) else np.zeros((0, 2))
     owner = np.zeros(out_shape, dtype=np.int32)  # 1 + index of the last region covering a pixel
     paint_spans(owner, _spans(rc.reshape(-1, 2), sizes, out_shape))
-    index = {label: class_index(label) for label in {r.label for r in ann.regions}}
-    lut = np.array([0] + [index[r.label] for r in ann.regions], dtype=np.uint8)
+    codes, names = _factorize(labels)
+    lut = np.zeros(len(sizes) + 1, dtype=np.uint8)
+    lut[1:] = np.array([class_index(name) for name in names], dtype=np.uint8)[codes]
     return np.take(lut, owner), downsample  # take: a third of the time of lut[owner]
+
+
+def _factorize(values) -> tuple[np.ndarray, list]:
+    """Codes (one per value) into the distinct values in first-seen order."""
+    import pandas as pd
+
+    codes, uniques = pd.factorize(np.asarray(values, dtype=object).reshape(-1))
+    return codes, list(uniques)
 
 
 # --------------------------------------------------------------------------- measures

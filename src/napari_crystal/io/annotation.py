@@ -115,6 +115,134 @@ class Annotation:
         return region.color or self.class_colors.get(region.label)
 
 
+@dataclass(eq=False)
+class RegionColumns:
+    """An annotation's regions as columns: all vertices in one array, one entry per region in
+    the others. What a reader gives for cell-level files (100,000s of regions), where one
+    :class:`Region` object each would cost seconds; header fields as in :class:`Annotation`.
+
+    Region ``k`` has vertices ``coords[starts[k]:starts[k + 1]]`` (the last: to the end);
+    ``lines`` is each region's first line in its file (None: not known); ``colors`` is
+    ``"#rrggbb"`` or None per region and ``kinds`` the shape drawn (None: no region has a
+    colour; all polygons). Holes and ``extra`` are not carried.
+    """
+
+    coords: np.ndarray  # (V, 2) float64
+    depth: np.ndarray  # (V,) int64
+    starts: np.ndarray  # (R,) int64
+    indices: np.ndarray  # (R,) int64, the file's region index
+    region_ids: np.ndarray  # (R,) int64
+    labels: np.ndarray  # (R,) object (str)
+    tissues: np.ndarray  # (R,) object (str)
+    confidences: np.ndarray  # (R,) float64
+    lines: np.ndarray | None = None  # (R,) int64
+    colors: np.ndarray | None = None  # (R,) object
+    kinds: np.ndarray | None = None  # (R,) object
+    mpp: float | None = None
+    width: int | None = None
+    height: int | None = None
+    bname: str = ""
+    tissue: str = ""
+    source: str | None = None
+    class_colors: dict[str, str] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    @property
+    def sizes(self) -> np.ndarray:
+        """Vertices per region."""
+        return np.diff(np.append(self.starts, len(self.coords)))
+
+    def region(self, k: int) -> Region:
+        """Region ``k`` as a :class:`Region` (its arrays are views into the columns)."""
+        s, e = int(self.starts[k]), int(self.starts[k]) + int(self.sizes[k])
+        return Region(
+            int(self.indices[k]),
+            int(self.region_ids[k]),
+            self.labels[k],
+            self.tissues[k],
+            self.coords[s:e],
+            self.depth[s:e],
+            float(self.confidences[k]),
+            color=None if self.colors is None else self.colors[k],
+            kind="polygon" if self.kinds is None else self.kinds[k],
+            line=None if self.lines is None else int(self.lines[k]),
+        )
+
+    def annotation(self) -> Annotation:
+        """The :class:`Annotation` of these regions (one :class:`Region` each, in order)."""
+        n = len(self.starts)
+        ends = (self.starts + self.sizes).tolist()
+        starts = self.starts.tolist()
+        coords, depth = self.coords, self.depth
+        lines = [None] * n if self.lines is None else self.lines.tolist()
+        colors = [None] * n if self.colors is None else self.colors.tolist()
+        kinds = ["polygon"] * n if self.kinds is None else self.kinds.tolist()
+        regions = [
+            Region(i, rid, label, tissue, coords[s:e], depth[s:e], conf, color=c, kind=k, line=ln)
+            for i, rid, label, tissue, s, e, conf, c, k, ln in zip(
+                self.indices.tolist(),
+                self.region_ids.tolist(),
+                self.labels.tolist(),
+                self.tissues.tolist(),
+                starts,
+                ends,
+                self.confidences.tolist(),
+                colors,
+                kinds,
+                lines,
+                strict=True,
+            )
+        ]
+        return Annotation(
+            regions,
+            self.mpp,
+            self.width,
+            self.height,
+            self.bname,
+            self.tissue,
+            self.source,
+            dict(self.class_colors),
+        )
+
+    @classmethod
+    def from_annotation(cls, ann: Annotation) -> RegionColumns:
+        """The columns of an annotation's regions (holes and ``extra`` left out)."""
+        regions = ann.regions
+        sizes = np.fromiter((len(r.coords) for r in regions), dtype=np.int64, count=len(regions))
+
+        def column(values, dtype=object) -> np.ndarray:
+            if dtype is not object:
+                return np.fromiter(values, dtype=dtype, count=len(regions))
+            out = np.empty(len(regions), dtype=object)
+            out[:] = list(values)
+            return out
+
+        return cls(
+            np.concatenate([r.coords for r in regions]) if regions else np.zeros((0, 2)),
+            np.concatenate([r.depth for r in regions]) if regions else np.zeros(0, np.int64),
+            np.cumsum(sizes) - sizes,
+            column((r.index for r in regions), np.int64),
+            column((r.region_id for r in regions), np.int64),
+            column(r.label for r in regions),
+            column(r.tissue for r in regions),
+            column((r.confidence for r in regions), np.float64),
+            None
+            if any(r.line is None for r in regions)
+            else column((r.line for r in regions), np.int64),
+            column(r.color for r in regions),
+            column(r.kind for r in regions),
+            ann.mpp,
+            ann.width,
+            ann.height,
+            ann.bname,
+            ann.tissue,
+            ann.source,
+            dict(ann.class_colors),
+        )
+
+
 def region_tissues(regions: list[Region]) -> str:
     """The distinct tissue values in file order, joined by ", " as the CSV header has them."""
     return ", ".join(dict.fromkeys(r.tissue for r in regions if r.tissue))
@@ -148,44 +276,55 @@ def _collinear_regions(coords: np.ndarray, starts: np.ndarray) -> np.ndarray:
     return ~np.logical_or.reduceat(cross, starts)
 
 
-def check_regions(path, ann: Annotation, coords=None, starts=None) -> None:
+def check_regions(path, ann: Annotation) -> None:
     """What every reader checks before returning: a positive pixel size, finite coordinates
-    within ``MAX_COORDINATE``, and polygons with an area (not all vertices on one line).
-
-    A reader holding all vertices in one array passes it (``coords``, and ``starts``: each
-    region's first row) to save gathering them again.
-    """
-    if ann.mpp is not None and not (np.isfinite(ann.mpp) and ann.mpp > 0):
-        raise AnnotationError(path, f"MicronsPerPixel must be positive, got {ann.mpp:g}")
-    regions = ann.regions  # with ``coords`` given: every region has vertices (CSV rows)
-    if coords is None:
-        regions = [r for r in ann.regions if len(r.coords)]
-        if not regions:
-            return
-        coords = np.concatenate([r.coords for r in regions])
-        starts = np.cumsum([0] + [len(r.coords) for r in regions[:-1]])
-    if not len(regions):
+    within ``MAX_COORDINATE``, and polygons with an area (not all vertices on one line)."""
+    _check_mpp(path, ann.mpp)
+    regions = [r for r in ann.regions if len(r.coords)]
+    if not regions:
         return
+    coords = np.concatenate([r.coords for r in regions])
+    starts = np.cumsum([0] + [len(r.coords) for r in regions[:-1]])
+
+    def where(k: int) -> tuple[Region, int]:
+        return regions[k], ann.regions.index(regions[k])
+
+    _check_vertices(path, coords, starts, where)
+
+
+def check_columns(path, columns: RegionColumns) -> None:
+    """:func:`check_regions` of regions held as columns (every region has vertices)."""
+    _check_mpp(path, columns.mpp)
+    if len(columns):
+        _check_vertices(path, columns.coords, columns.starts, lambda k: (columns.region(k), k))
+
+
+def _check_mpp(path, mpp: float | None) -> None:
+    if mpp is not None and not (np.isfinite(mpp) and mpp > 0):
+        raise AnnotationError(path, f"MicronsPerPixel must be positive, got {mpp:g}")
+
+
+def _check_vertices(path, coords: np.ndarray, starts, where) -> None:
+    """Coordinates in range and regions with an area; ``where(k)``: the region (rows from
+    ``starts[k]``) and its position in the file, to name it."""
     starts = np.asarray(starts, dtype=np.intp)
     ok = np.isfinite(coords) & (np.abs(coords) <= MAX_COORDINATE)
     if not ok.all():
         row = int(np.flatnonzero(~ok.all(axis=1))[0])
-        region = regions[int(np.searchsorted(starts, row, side="right")) - 1]
+        region, pos = where(int(np.searchsorted(starts, row, side="right")) - 1)
         bad = coords[row][~ok[row]][0]
         raise AnnotationError(
             path,
-            f"{_where(region, ann.regions.index(region))} has a coordinate {bad:g} beyond "
-            "+-2**53 pixels",
-            getattr(region, "line", None),
+            f"{_where(region, pos)} has a coordinate {bad:g} beyond +-2**53 pixels",
+            region.line,
         )
     flat = np.flatnonzero(_collinear_regions(coords, starts))
     if flat.size:
-        region = regions[int(flat[0])]
+        region, pos = where(int(flat[0]))
         raise AnnotationError(
             path,
-            f"{_where(region, ann.regions.index(region))} has no area (all its vertices lie "
-            "on one line)",
-            getattr(region, "line", None),
+            f"{_where(region, pos)} has no area (all its vertices lie on one line)",
+            region.line,
         )
 
 
@@ -218,8 +357,10 @@ def check_annotation_bounds(annotation: Annotation, shape, slide=None) -> None:
             )
 
 
-def _warn_unknown(path, regions: list[Region]) -> None:
-    unknown = sorted({r.label for r in regions} - set(LABELS))
+def _warn_unknown(path, regions: list[Region] = (), labels=None) -> None:
+    """Warn once about labels outside the palette: the regions' (or ``labels``, any iterable)."""
+    names = {r.label for r in regions} if labels is None else set(labels)
+    unknown = sorted(names - set(LABELS))
     if unknown:
         shown = [shorten(repr(u), 80) for u in unknown[:10]]
         more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""

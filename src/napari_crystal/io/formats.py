@@ -25,6 +25,7 @@ from napari_crystal.io._common import check_size, read_head
 from napari_crystal.io.annotation import (
     Annotation,
     ConversionWarning,
+    RegionColumns,
     UnknownLabelWarning,
     _warn_unknown,
     check_regions,
@@ -90,14 +91,7 @@ def read_annotation(
         then warn once for the file.
     """
     path = Path(path)
-    check_size(path)
-    kind = sniff_annotation(path) or SUFFIXES.get(path.suffix.lower())
-    if kind is None:
-        raise AnnotationError(
-            path,
-            "not an annotation file (NEDC CSV, ImageScope/NEDC XML, ASAP XML or QuPath GeoJSON)",
-            1,
-        )
+    kind = _format_of(path)
     mapping = read_label_map(labels) if isinstance(labels, str | PathLike) else labels
     with warnings.catch_warnings():
         if mapping is not None:  # the labels are judged after mapping, not before
@@ -118,6 +112,28 @@ def read_annotation(
     if mapping is not None:
         map_labels(ann, mapping, path, source=labels if not isinstance(labels, Mapping) else None)
     return ann
+
+
+def read_annotation_columns(path: str | PathLike) -> RegionColumns | None:
+    """An NEDC CSV's regions as columns (:func:`nedc.read_columns`: the same checks and errors
+    as :func:`read_annotation`, no Region objects); None for the other formats."""
+    path = Path(path)
+    if _format_of(path) != "csv":
+        return None
+    return nedc.read_columns(path)
+
+
+def _format_of(path: Path) -> str:
+    """The file's format: sniffed from its content, else from its suffix."""
+    check_size(path)
+    kind = sniff_annotation(path) or SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        raise AnnotationError(
+            path,
+            "not an annotation file (NEDC CSV, ImageScope/NEDC XML, ASAP XML or QuPath GeoJSON)",
+            1,
+        )
+    return kind
 
 
 # ------------------------------------------------------------------------------ label maps

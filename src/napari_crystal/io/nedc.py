@@ -31,7 +31,9 @@ from napari_crystal.io.annotation import (
     MAX_COORDINATE,
     Annotation,
     Region,
+    RegionColumns,
     _warn_unknown,
+    check_columns,
     check_regions,
     collinear,
     region_tissues,
@@ -132,6 +134,33 @@ def read_annotation(path: str | PathLike) -> Annotation:
     """Read an NEDC ``.csv`` or ``.xml`` annotation (other suffixes: sniffed from the content)."""
     path = Path(path)
     raw = path.read_bytes()
+    if _kind(path, raw) == "csv":
+        columns = _read_csv(path, raw)
+        ann = columns.annotation()
+        _warn_unknown(path, labels=columns.labels)
+        return ann
+    ann = _parse_xml(path, raw)
+    ann.source = str(path)
+    check_regions(path, ann)
+    _warn_unknown(path, ann.regions)
+    return ann
+
+
+def read_columns(path: str | PathLike) -> RegionColumns | None:
+    """An NEDC CSV's regions as columns, with :func:`read_annotation`'s checks and errors but
+    no :class:`Region` objects (cell-level files hold 100,000s of regions); None for an
+    ImageScope XML file (:func:`read_annotation` reads it)."""
+    path = Path(path)
+    raw = path.read_bytes()
+    if _kind(path, raw) != "csv":
+        return None
+    columns = _read_csv(path, raw)
+    _warn_unknown(path, labels=columns.labels)
+    return columns
+
+
+def _kind(path: Path, raw: bytes) -> str:
+    """``csv`` or ``xml``: from the suffix, else from the content."""
     kind = {".csv": "csv", ".xml": "xml"}.get(path.suffix.lower()) or _sniff_bytes(
         raw[:SNIFF_BYTES]
     )
@@ -139,15 +168,13 @@ def read_annotation(path: str | PathLike) -> Annotation:
         raise AnnotationError(
             path, "not an NEDC annotation file (neither csv_v1.0.0 nor ImageScope XML)", 1
         )
-    if kind == "csv":
-        ann = _parse_csv(path, raw)
-    else:
-        ann = _parse_xml(path, raw)
-    ann.source = str(path)
-    if kind == "xml":  # CSV checks in _annotation, where a failure is redone with line numbers
-        check_regions(path, ann)
-    _warn_unknown(path, ann.regions)
-    return ann
+    return kind
+
+
+def _read_csv(path: Path, raw: bytes) -> RegionColumns:
+    columns = _parse_csv(path, raw)
+    columns.source = str(path)
+    return columns
 
 
 def _parse_header(
@@ -243,26 +270,34 @@ def _data_block(raw: bytes, offset: int) -> bytes:
     return raw[offset:end]
 
 
-def _parse_csv(path: Path, raw: bytes) -> Annotation:
+def _parse_csv(path: Path, raw: bytes) -> RegionColumns:
     header, columns, offset, first_line = _parse_header(path, raw, len(raw))
     fields = _header_fields(path, header)
     block = _data_block(raw, offset)
     if not block:
-        return Annotation([], **fields)
+        return _empty_columns(fields)
     try:
         table = _library_table(block, columns)
     except _Declined:
         table = _careful_table(path, block, columns, first_line)
-        return _annotation(path, table, fields)
+        return _columns(path, table, fields)
     if b"\n\n" not in block:  # no blank lines: row k is line first_line + k
         table.lines = first_line + np.arange(len(table.heads["index"]), dtype=np.int64)
-    del block  # a copy of the file: not kept while the regions are made
+    del block  # a copy of the file: not kept while the columns are made
     try:
-        return _annotation(path, table, fields)
+        return _columns(path, table, fields)
     except AnnotationError:
         # The library table has no line numbers that count blank lines: ask the careful parser.
         block = _data_block(raw, offset)
-        return _annotation(path, _careful_table(path, block, columns, first_line), fields)
+        return _columns(path, _careful_table(path, block, columns, first_line), fields)
+
+
+def _empty_columns(fields: dict) -> RegionColumns:
+    none = np.zeros(0, dtype=np.int64)
+    text = np.zeros(0, dtype=object)
+    return RegionColumns(
+        np.zeros((0, 2)), none, none, none, none, text, text, np.zeros(0), **fields
+    )
 
 
 @dataclass
@@ -406,8 +441,8 @@ def _careful_int(path: Path, raw: bytes, name: str, line: int) -> int:
     return int(number)
 
 
-def _annotation(path: Path, table: _Table, fields: dict) -> Annotation:
-    """Regions from a parsed table, after the checks every NEDC file must pass."""
+def _columns(path: Path, table: _Table, fields: dict) -> RegionColumns:
+    """Region columns from a parsed table, after the checks every NEDC file must pass."""
     lines = table.lines
     n = len(table.heads["index"])
     rstart = np.concatenate([[0], table.change]).astype(np.int64)
@@ -428,8 +463,8 @@ def _annotation(path: Path, table: _Table, fields: dict) -> Annotation:
                     raise AnnotationError(
                         path, f"{name} {_show(text.encode())} is not an integer", line_of(k)
                     )
-    labels, tissues = heads["label"], heads["tissue"]
     if len(set(index)) != len(index):
+        labels = heads["label"]
         previous: dict[int, int] = {}
         for r, value in enumerate(index):
             line = line_of(starts[r])
@@ -464,34 +499,30 @@ def _annotation(path: Path, table: _Table, fields: dict) -> Annotation:
         index,
     )
     # Confidence is a region's value (1.0 in every file seen): taken from its first row.
-    confidences = []
-    parsed: dict[str, float | None] = {}  # files repeat a few values ("1.0") in every region
-    for k, text in zip(starts, table.confidence[rstart].tolist(), strict=True):
-        value = parsed[text] if text in parsed else parsed.setdefault(text, _ascii_float(text))
-        if value is None:
-            raise AnnotationError(
-                path, f"confidence {_show(text.encode())} is not a number", line_of(k)
-            )
-        confidences.append(value)
-    first_lines = [None] * len(starts) if lines is None else lines[rstart].tolist()
-    regions = [
-        Region(
-            index[r],
-            region_id[r],
-            labels[r],
-            tissues[r],
-            coords[s:e],
-            depth[s:e],
-            conf,
-            line=line,
-        )  # fmt: skip
-        for r, (s, e, conf, line) in enumerate(
-            zip(starts, rend.tolist(), confidences, first_lines, strict=True)
+    import pandas as pd
+
+    codes, texts = pd.factorize(table.confidence[rstart])  # a few values ("1.0") in every region
+    values = [_ascii_float(text) for text in texts]
+    if None in values:  # name the first bad value in file order
+        r = int(np.flatnonzero(np.equal(values, None)[codes])[0])
+        text = texts[codes[r]]
+        raise AnnotationError(
+            path, f"confidence {_show(text.encode())} is not a number", line_of(starts[r])
         )
-    ]
-    ann = Annotation(regions, **fields)
-    check_regions(path, ann, coords, rstart)  # here: a library table's error is redone with lines
-    return ann
+    columns = RegionColumns(
+        coords,
+        depth,
+        rstart,
+        np.array(index, dtype=np.int64),
+        np.array(region_id, dtype=np.int64),
+        table.heads["label"][rstart],
+        table.heads["tissue"][rstart],
+        np.array(values, dtype=np.float64)[codes],
+        None if lines is None else lines[rstart],
+        **fields,
+    )
+    check_columns(path, columns)  # here: a library table's error is redone with lines
+    return columns
 
 
 def _check_distinct(path, keys, rstart, rend, region_of_row, lines, index) -> None:

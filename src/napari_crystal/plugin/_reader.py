@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 
 from napari_crystal import palette
-from napari_crystal.geometry import annotation_shape, raster_transform, rasterize_annotation
-from napari_crystal.io.annotation import Annotation
-from napari_crystal.io.formats import read_annotation, sniff_annotation
+from napari_crystal.geometry import annotation_shape, raster_transform, rasterize_regions
+from napari_crystal.io.annotation import Annotation, RegionColumns
+from napari_crystal.io.formats import read_annotation, read_annotation_columns, sniff_annotation
 
 FACE_ALPHA = 0.25
 LABELS_OPACITY = 0.5
@@ -47,8 +47,10 @@ def read_annotation_layers(path: str | list[str]) -> list[LayerData]:
     """Read the file and return its layers; a bad file raises AnnotationError (a notification)."""
     if isinstance(path, list | tuple):
         path = path[0]
-    annotation = read_annotation(path)
-    return annotation_layers(annotation, name=Path(path).stem)
+    columns = read_annotation_columns(path)  # NEDC CSV: no Region object per region
+    if columns is None:
+        return annotation_layers(read_annotation(path), name=Path(path).stem)
+    return region_layers(columns, name=Path(path).stem)
 
 
 def use_compiled_triangulation() -> str:
@@ -139,7 +141,7 @@ def _display_data(coords: list[np.ndarray], outline: bool | None = None):
     return [kept_flat[e - c : e] for e, c in zip(ends, counts.tolist(), strict=True)], outline
 
 
-def annotation_metadata(annotation: Annotation) -> dict:
+def annotation_metadata(annotation: Annotation | RegionColumns) -> dict:
     """What the writer needs to save the layer back with the same header."""
     return {
         "mpp": annotation.mpp,
@@ -153,46 +155,56 @@ def annotation_metadata(annotation: Annotation) -> dict:
 
 
 def annotation_layers(annotation: Annotation, name: str | None = None) -> list[LayerData]:
+    """A Labels layer (class raster, exactly under level 0) and a Shapes layer on top of it
+    (:func:`region_layers` of the annotation's regions)."""
+    return region_layers(RegionColumns.from_annotation(annotation), name)
+
+
+def region_layers(columns: RegionColumns, name: str | None = None) -> list[LayerData]:
     """A Labels layer (class raster, exactly under level 0) and a Shapes layer on top of it.
 
     Shapes: one polygon per region in file order, features ``label``, ``region_id``,
-    ``tissue``, ``confidence``, ``depth``, palette colours, the label as text.
+    ``tissue``, ``confidence``, ``depth``, palette colours, the label as text. Above
+    :data:`MANY_REGIONS`, one point per region instead (:func:`_region_points`).
     """
-    name = name or annotation.bname or "annotation"
+    name = name or columns.bname or "annotation"
     use_compiled_triangulation()
-    regions = annotation.regions
-    labels = [r.label for r in regions]
-    many = len(regions) > MANY_REGIONS
+    n = len(columns)
+    sizes = columns.sizes
+    many = n > MANY_REGIONS
     # Above OUTLINE_VERTICES, closed outlines (their first vertex repeated) as "path" shapes.
-    data, outline = ([], True) if many else _display_data([r.coords for r in regions])
-    # The source's colours (region, then class) where it has them, else the palette's.
-    keys = [annotation.color_of(r) or f"label:{r.label}" for r in regions]
-    codes, names = pd.factorize(pd.Series(keys, dtype=object))
-    colours = np.array(
-        [
-            [*palette_rgb(k), 1.0] if k.startswith("#") else palette.rgba(k[len("label:") :])
-            for k in names
-        ],
-        dtype=np.float64,
-    )
+    polygons = [] if many or not n else np.split(columns.coords, columns.starts[1:])
+    data, outline = ([], True) if many else _display_data(polygons)
+    codes, colours = _region_colours(columns)
     edge = colours.reshape(-1, 4)[codes].reshape(-1, 4)
     face = edge.copy()
     face[:, 3] = 0.0 if outline else FACE_ALPHA
+    first_depth = np.zeros(n, dtype=np.int64)
+    if len(columns.depth):
+        has = sizes > 0
+        first_depth[has] = columns.depth[columns.starts[has]]
+    colors = columns.colors
     features = pd.DataFrame(
         {
-            "label": pd.Series(labels, dtype=object),
-            "region_id": pd.Series([r.region_id for r in regions], dtype=np.int64),
-            "tissue": pd.Series([r.tissue for r in regions], dtype=object),
-            "confidence": pd.Series([r.confidence for r in regions], dtype=np.float64),
-            "depth": pd.Series(
-                [int(r.depth[0]) if len(r.depth) else 0 for r in regions], dtype=np.int64
+            "label": pd.Series(columns.labels, dtype=object),
+            "region_id": pd.Series(columns.region_ids, dtype=np.int64),
+            "tissue": pd.Series(columns.tissues, dtype=object),
+            "confidence": pd.Series(columns.confidences, dtype=np.float64),
+            "depth": pd.Series(first_depth, dtype=np.int64),
+            "color": pd.Series(
+                np.full(n, "", dtype=object)
+                if colors is None
+                else np.where(colors.astype(bool), colors, ""),
+                dtype=object,
             ),
-            "color": pd.Series([r.color or "" for r in regions], dtype=object),
-            "kind": pd.Series([r.kind for r in regions], dtype=object),
+            "kind": pd.Series(
+                np.full(n, "polygon", dtype=object) if columns.kinds is None else columns.kinds,
+                dtype=object,
+            ),
         }
     )
-    metadata = annotation_metadata(annotation)
-    shape = annotation_shape(annotation)
+    metadata = annotation_metadata(columns)
+    shape = annotation_shape(columns)
     edge_width = max(2.0, max(shape) / 2000)
     shapes_kwargs = {
         "name": name,
@@ -210,16 +222,16 @@ def annotation_layers(annotation: Annotation, name: str | None = None) -> list[L
         "metadata": metadata,
         "blending": "translucent",
     }
-    if regions:  # a shape drawn later copies the last region, but not its colour or kind
+    if n:  # a shape drawn later copies the last region, but not its colour or kind
         shapes_kwargs["feature_defaults"] = {
             **{c: features[c].iloc[-1] for c in features.columns},
             "color": "",
             "kind": "",
         }
-    if not regions:  # napari rejects empty colour arrays; new shapes get the unknown colour
+    if not n:  # napari rejects empty colour arrays; new shapes get the unknown colour
         shapes_kwargs["face_color"] = palette.rgba(palette.UNKNOWN, FACE_ALPHA)
         shapes_kwargs["edge_color"] = palette.rgba(palette.UNKNOWN)
-    raster, downsample = rasterize_annotation(annotation, shape=shape)
+    raster, downsample = rasterize_regions(columns.coords, sizes, columns.labels, shape)
     scale, translate = raster_transform(downsample)
     labels_kwargs = {
         "name": f"{name} classes",
@@ -231,23 +243,43 @@ def annotation_layers(annotation: Annotation, name: str | None = None) -> list[L
         "blending": "translucent",
     }
     if many:
-        return [(raster, labels_kwargs, "labels"), _region_points(regions, shapes_kwargs)]
+        return [(raster, labels_kwargs, "labels"), _region_points(columns, shapes_kwargs)]
     return [(raster, labels_kwargs, "labels"), (data, shapes_kwargs, "shapes")]
 
 
-def _region_points(regions, shapes_kwargs: dict) -> LayerData:
+def _region_colours(columns: RegionColumns) -> tuple[np.ndarray, np.ndarray]:
+    """Each region's colour as a code into an (K, 4) RGBA array: the source's colours (the
+    region's, then its class's) where it has them, else the palette's."""
+    label_codes, label_names = pd.factorize(columns.labels)
+    class_colors = columns.class_colors
+    keys = np.array(
+        [class_colors.get(label) or f"label:{label}" for label in label_names], dtype=object
+    )[label_codes]
+    if columns.colors is not None:
+        own = columns.colors.astype(bool)
+        keys[own] = columns.colors[own]
+    codes, names = pd.factorize(keys)
+    colours = np.array(
+        [
+            [*palette_rgb(k), 1.0] if k.startswith("#") else palette.rgba(k[len("label:") :])
+            for k in names
+        ],
+        dtype=np.float64,
+    )
+    return codes, colours
+
+
+def _region_points(columns: RegionColumns, shapes_kwargs: dict) -> LayerData:
     """One point per region (its vertex mean), sized like a typical region, with the features
     and colours the Shapes layer would have had; a warning says why (napari notification)."""
     import warnings
 
-    sizes = np.fromiter((len(r.coords) for r in regions), dtype=np.int64, count=len(regions))
-    flat = np.concatenate([r.coords for r in regions])
-    starts = np.cumsum(sizes) - sizes
+    sizes, flat, starts = columns.sizes, columns.coords, columns.starts
     centres = np.add.reduceat(flat, starts) / sizes[:, None]
     extent = np.maximum.reduceat(flat, starts) - np.minimum.reduceat(flat, starts)
     size = max(float(np.median(extent.max(axis=1))), 1.0)
     warnings.warn(
-        f"{len(regions):,} regions: shown as one point per region over the class raster "
+        f"{len(columns):,} regions: shown as one point per region over the class raster "
         f"(napari cannot edit that many shapes at once)",
         stacklevel=3,
     )
