@@ -486,7 +486,8 @@ def _columns(path: Path, table: _Table, fields: dict) -> RegionColumns:
                 )
             previous[value] = line
     rows_, cols_, depth = table.numbers()
-    coords = np.column_stack([rows_, cols_]).astype(np.float64)
+    coords = np.empty((len(rows_), 2))  # float64, filled in place: one array of the vertices
+    coords[:, 0], coords[:, 1] = rows_, cols_
     # coord_index is not parsed: the vertex order is the row order, as in NEDC's reader.
     region_of_row = np.repeat(np.arange(len(rstart)), rend - rstart)
     _check_distinct(
