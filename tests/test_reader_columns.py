@@ -11,10 +11,16 @@ import pandas as pd
 import pytest
 
 from napari_crystal import palette
+from napari_crystal.errors import AnnotationError
 from napari_crystal.geometry import rasterize_annotation
 from napari_crystal.io import annotation as annotation_module
 from napari_crystal.io import nedc
-from napari_crystal.io.annotation import Annotation, Region, RegionColumns
+from napari_crystal.io.annotation import (
+    Annotation,
+    Region,
+    RegionColumns,
+    check_annotation_bounds,
+)
 from napari_crystal.io.formats import read_annotation, read_annotation_columns
 from napari_crystal.plugin import _reader
 
@@ -24,16 +30,17 @@ pytestmark = pytest.mark.filterwarnings(
 LABELS = ["indc", "norm", "dcis", "mystery", "bckg"]
 
 
-def _write(path: Path, n: int, header_size: bool = True) -> Annotation:
+def _write(path: Path, n: int, header_size: bool = True, shape=(1900, 2000)) -> Annotation:
     """Regions of 3 to 9 vertices (some closed), varied labels (one unknown), ids, depths and
-    confidences; without ``header_size`` the file has no width/height line."""
+    confidences, on a slide of ``shape``; without ``header_size`` the file has no width/height
+    line."""
     rng = np.random.default_rng(11)
     regions = []
     for i in range(n):
         k = int(rng.integers(3, 10))
         t = np.linspace(0, 2 * np.pi, k, endpoint=False)
         radius = rng.uniform(3, 40)
-        centre = rng.uniform(50, 1950, size=2)
+        centre = rng.uniform(50, np.array(shape) - 50)
         coords = np.column_stack([np.sin(t), np.cos(t)]) * radius + centre
         if i % 3 == 0:
             coords = np.vstack([coords, coords[:1]])
@@ -41,7 +48,7 @@ def _write(path: Path, n: int, header_size: bool = True) -> Annotation:
         label = LABELS[int(rng.integers(len(LABELS)))]
         conf = 0.5 if i % 5 == 0 else 1.0
         regions.append(Region(i, 3 * i + 7, label, "breast", coords.round(), depth, conf))
-    nedc.write_annotation(Annotation(regions, 0.25, 2000, 1900, "cells", "breast"), path)
+    nedc.write_annotation(Annotation(regions, 0.25, shape[1], shape[0], "cells", "breast"), path)
     if not header_size:
         lines = path.read_text().splitlines(keepends=True)
         path.write_text("".join(line for line in lines if not line.startswith("# width")))
@@ -103,17 +110,18 @@ def test_column_layers_equal_region_layers(tmp_path, monkeypatch, many, header_s
         ]
 
 
+def _refuse(*args, **kwargs):
+    raise AssertionError("a Region was built")
+
+
 def test_many_regions_make_no_region_objects(tmp_path, monkeypatch):
     """Above MANY_REGIONS, opening an NEDC CSV builds no Region (what made it slow)."""
     path = tmp_path / "cells.csv"
     _write(path, 60)
 
-    def refuse(*args, **kwargs):
-        raise AssertionError("a Region was built")
-
     monkeypatch.setattr(_reader, "MANY_REGIONS", 50)
-    monkeypatch.setattr(annotation_module, "Region", refuse)
-    monkeypatch.setattr(nedc, "Region", refuse)
+    monkeypatch.setattr(annotation_module, "Region", _refuse)
+    monkeypatch.setattr(nedc, "Region", _refuse)
     with pytest.warns(UserWarning, match="60 regions: shown as one point per region"):
         layers = _reader.read_annotation_layers(str(path))
     assert [kind for _, _, kind in layers] == ["labels", "points"]
@@ -149,3 +157,39 @@ def test_empty_csv_opens_like_its_annotation(tmp_path):
     layers = _reader.read_annotation_layers(str(path))
     assert [kind for _, _, kind in layers] == ["labels", "shapes"] and layers[1][0] == []
     _same(layers, _reader.annotation_layers(read_annotation(path), name="empty"), "layers")
+
+
+def test_bounds_check_names_the_same_region_from_columns(tmp_path):
+    path = tmp_path / "cells.csv"
+    ann = _write(path, 40)
+    columns = read_annotation_columns(path)
+    errors = []
+    for regions in (ann, columns):
+        with pytest.raises(AnnotationError, match="outside the slide s.svs") as info:
+            check_annotation_bounds(regions, (300, 2000), "s.svs")
+        errors.append(info.value)
+    assert str(errors[0]) == str(errors[1]) and errors[0].line is not None
+    check_annotation_bounds(columns, (1900, 2000))  # on its own slide: nothing to say
+
+
+def test_slide_with_a_cell_level_csv_beside_it(tiny_corpus, tmp_path, monkeypatch):
+    """Opening a slide takes the NEDC CSV beside it as columns too: points, no Region."""
+    import shutil
+
+    from napari_crystal.io.slide import open_slide
+    from napari_crystal.plugin._slide_reader import read_slide
+
+    svs = shutil.copy(sorted((tiny_corpus / "train").glob("*.svs"))[0], tmp_path / "case.svs")
+    shape = tuple(open_slide(svs).shape)
+    _write(tmp_path / "case.csv", 60, shape=shape)
+    monkeypatch.setattr(_reader, "MANY_REGIONS", 50)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = _reader.annotation_layers(
+            read_annotation(tmp_path / "case.csv"), name="case annotation"
+        )
+        monkeypatch.setattr(annotation_module, "Region", _refuse)
+        monkeypatch.setattr(nedc, "Region", _refuse)
+        layers = read_slide(str(svs))
+    assert [kind for _, _, kind in layers] == ["image", "labels", "points"]
+    _same(layers[1:], expected, "layers")

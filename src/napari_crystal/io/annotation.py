@@ -276,38 +276,14 @@ def _collinear_regions(coords: np.ndarray, starts: np.ndarray) -> np.ndarray:
     return ~np.logical_or.reduceat(cross, starts)
 
 
-def check_regions(path, ann: Annotation) -> None:
+def check_regions(path, ann: Annotation | RegionColumns) -> None:
     """What every reader checks before returning: a positive pixel size, finite coordinates
     within ``MAX_COORDINATE``, and polygons with an area (not all vertices on one line)."""
-    _check_mpp(path, ann.mpp)
-    regions = [r for r in ann.regions if len(r.coords)]
-    if not regions:
+    if ann.mpp is not None and not (np.isfinite(ann.mpp) and ann.mpp > 0):
+        raise AnnotationError(path, f"MicronsPerPixel must be positive, got {ann.mpp:g}")
+    coords, starts, where = _vertices(ann)
+    if not len(starts):
         return
-    coords = np.concatenate([r.coords for r in regions])
-    starts = np.cumsum([0] + [len(r.coords) for r in regions[:-1]])
-
-    def where(k: int) -> tuple[Region, int]:
-        return regions[k], ann.regions.index(regions[k])
-
-    _check_vertices(path, coords, starts, where)
-
-
-def check_columns(path, columns: RegionColumns) -> None:
-    """:func:`check_regions` of regions held as columns (every region has vertices)."""
-    _check_mpp(path, columns.mpp)
-    if len(columns):
-        _check_vertices(path, columns.coords, columns.starts, lambda k: (columns.region(k), k))
-
-
-def _check_mpp(path, mpp: float | None) -> None:
-    if mpp is not None and not (np.isfinite(mpp) and mpp > 0):
-        raise AnnotationError(path, f"MicronsPerPixel must be positive, got {mpp:g}")
-
-
-def _check_vertices(path, coords: np.ndarray, starts, where) -> None:
-    """Coordinates in range and regions with an area; ``where(k)``: the region (rows from
-    ``starts[k]``) and its position in the file, to name it."""
-    starts = np.asarray(starts, dtype=np.intp)
     ok = np.isfinite(coords) & (np.abs(coords) <= MAX_COORDINATE)
     if not ok.all():
         row = int(np.flatnonzero(~ok.all(axis=1))[0])
@@ -316,7 +292,7 @@ def _check_vertices(path, coords: np.ndarray, starts, where) -> None:
         raise AnnotationError(
             path,
             f"{_where(region, pos)} has a coordinate {bad:g} beyond +-2**53 pixels",
-            region.line,
+            getattr(region, "line", None),
         )
     flat = np.flatnonzero(_collinear_regions(coords, starts))
     if flat.size:
@@ -324,11 +300,28 @@ def _check_vertices(path, coords: np.ndarray, starts, where) -> None:
         raise AnnotationError(
             path,
             f"{_where(region, pos)} has no area (all its vertices lie on one line)",
-            region.line,
+            getattr(region, "line", None),
         )
 
 
-def check_annotation_bounds(annotation: Annotation, shape, slide=None) -> None:
+def _vertices(ann: Annotation | RegionColumns):
+    """The vertices of the regions that have any, in one array; each one's first row; and
+    ``where(k)``: region ``k`` of those and its position in the file, to name it."""
+    if isinstance(ann, RegionColumns):
+        return ann.coords, ann.starts, lambda k: (ann.region(k), k)
+    positions = [pos for pos, r in enumerate(ann.regions) if len(r.coords)]
+    if not positions:
+        return np.zeros((0, 2)), np.zeros(0, dtype=np.intp), None
+    regions = [ann.regions[pos] for pos in positions]
+    sizes = np.array([len(r.coords) for r in regions], dtype=np.intp)
+    return (
+        np.concatenate([r.coords for r in regions]),
+        np.cumsum(sizes) - sizes,
+        lambda k: (regions[k], positions[k]),
+    )
+
+
+def check_annotation_bounds(annotation: Annotation | RegionColumns, shape, slide=None) -> None:
     """Refuse regions reaching beyond a slide of level-0 ``shape`` (rows, cols) by more than
     ``BOUNDS_TOLERANCE`` of its side: an annotation for another slide, or a garbage vertex
     that would make mask work huge. Names the region and its line."""
@@ -340,21 +333,20 @@ def check_annotation_bounds(annotation: Annotation, shape, slide=None) -> None:
         ]
     )
     lo, hi = -margin, np.array([rows, cols]) + margin
-    for pos, region in enumerate(annotation.regions):
-        coords = region.coords
-        if not len(coords):
-            continue
-        outside = ((coords < lo) | (coords > hi)).any(axis=1)
-        if outside.any():
-            r, c = coords[np.argmax(outside)]
-            on = f" {slide}" if slide else ""
-            raise AnnotationError(
-                annotation.source,
-                f"{_where(region, pos)} has a vertex at (row {r:.0f}, column {c:.0f}), outside "
-                f"the slide{on} ({rows} x {cols} pixels) by more than "
-                f"{100 * BOUNDS_TOLERANCE:g}% of its size",
-                getattr(region, "line", None),
-            )
+    coords, starts, where = _vertices(annotation)
+    outside = ((coords < lo) | (coords > hi)).any(axis=1)
+    if outside.any():
+        row = int(np.argmax(outside))
+        region, pos = where(int(np.searchsorted(starts, row, side="right")) - 1)
+        r, c = coords[row]
+        on = f" {slide}" if slide else ""
+        raise AnnotationError(
+            annotation.source,
+            f"{_where(region, pos)} has a vertex at (row {r:.0f}, column {c:.0f}), outside "
+            f"the slide{on} ({rows} x {cols} pixels) by more than "
+            f"{100 * BOUNDS_TOLERANCE:g}% of its size",
+            getattr(region, "line", None),
+        )
 
 
 def _warn_unknown(path, regions: list[Region] = (), labels=None) -> None:

@@ -33,7 +33,6 @@ from napari_crystal.io.annotation import (
     Region,
     RegionColumns,
     _warn_unknown,
-    check_columns,
     check_regions,
     collinear,
     region_tissues,
@@ -522,7 +521,7 @@ def _columns(path: Path, table: _Table, fields: dict) -> RegionColumns:
         None if lines is None else lines[rstart],
         **fields,
     )
-    check_columns(path, columns)  # here: a library table's error is redone with lines
+    check_regions(path, columns)  # here: a library table's error is redone with lines
     return columns
 
 

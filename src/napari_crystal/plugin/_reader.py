@@ -48,9 +48,8 @@ def read_annotation_layers(path: str | list[str]) -> list[LayerData]:
     if isinstance(path, list | tuple):
         path = path[0]
     columns = read_annotation_columns(path)  # NEDC CSV: no Region object per region
-    if columns is None:
-        return annotation_layers(read_annotation(path), name=Path(path).stem)
-    return region_layers(columns, name=Path(path).stem)
+    annotation = read_annotation(path) if columns is None else columns
+    return annotation_layers(annotation, name=Path(path).stem)
 
 
 def use_compiled_triangulation() -> str:
@@ -154,10 +153,14 @@ def annotation_metadata(annotation: Annotation | RegionColumns) -> dict:
     }
 
 
-def annotation_layers(annotation: Annotation, name: str | None = None) -> list[LayerData]:
+def annotation_layers(
+    annotation: Annotation | RegionColumns, name: str | None = None
+) -> list[LayerData]:
     """A Labels layer (class raster, exactly under level 0) and a Shapes layer on top of it
     (:func:`region_layers` of the annotation's regions)."""
-    return region_layers(RegionColumns.from_annotation(annotation), name)
+    if isinstance(annotation, Annotation):
+        annotation = RegionColumns.from_annotation(annotation)
+    return region_layers(annotation, name)
 
 
 def region_layers(columns: RegionColumns, name: str | None = None) -> list[LayerData]:
