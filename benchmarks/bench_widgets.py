@@ -5,21 +5,21 @@ not repaint or react. The widget trains the study's forest (100 trees, paper def
 study-sized dataset (2,243 masks of 256 x 256, the synthetic ``fcbr`` train class counts) read
 from a dataset file; the baseline runs the same job on the GUI thread, where the stall is the
 whole training. A job that only reports progress gives the display's own floor (software
-OpenGL under Xvfb makes every window repaint cost tens of ms), and the widget's background
-import of the training libraries at opening is timed apart. Needs a display: Xvfb through
-pyvirtualdisplay when DISPLAY is unset.
+OpenGL under Xvfb makes every window repaint cost tens of ms). The row's figure is the longer
+of two stalls: while the widget imports the training libraries in the background after it
+opens, and while it trains; both in a fresh process, as in a user's first training of a
+session. Needs a display: Xvfb through pyvirtualdisplay when DISPLAY is unset.
 """
 
 from __future__ import annotations
 
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 from scripts._screen import start_screen
 
-from napari_crystal.dataset import Dataset, save_dataset
+from napari_crystal.dataset import Dataset
 from napari_crystal.synthetic import PRESETS
 
 TARGET_S = 0.1
@@ -150,19 +150,47 @@ def _measure(path: Path, out: Path, trees: int) -> dict:
         viewer.close()
 
 
+_SCRIPT = """
+import json, sys, tempfile
+from pathlib import Path
+from benchmarks.bench_widgets import _measure, study_dataset
+from napari_crystal.dataset import save_dataset
+scale, size, trees = float(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+with tempfile.TemporaryDirectory(prefix="bench-widgets-") as tmp:
+    dataset = study_dataset(scale, size)
+    path = save_dataset(dataset, Path(tmp) / "train.zarr")
+    r = _measure(path, Path(tmp) / "model.skops", trees)
+print(json.dumps({**r, "masks": len(dataset)}))
+"""
+
+
+def _in_fresh_process(scale: float, size: int, trees: int) -> dict:
+    """`_measure` in a new Python process: the first training of a session (issue 12), with a
+    heap that is not the earlier benchmarks' (their viewers' garbage would be collected here)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from benchmarks._harness import ROOT
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    args = [sys.executable, "-c", _SCRIPT, str(scale), str(size), str(trees)]
+    out = subprocess.run(args, capture_output=True, text=True, check=True, env=env, cwd=ROOT)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def run(record, quick: bool = False) -> None:
-    """Record the longest event-loop stall during a training run in the Train widget."""
+    """Record the longest event-loop stall of the Train classifier widget, from opening it
+    (the training libraries are imported in the background then) to the end of a training."""
     scale, size, trees = (0.25, 128, 30) if quick else (1.0, 256, 100)
     display = start_screen((1400, 900))
     try:
-        with tempfile.TemporaryDirectory(prefix="bench-widgets-") as tmp:
-            dataset = study_dataset(scale, size)
-            path = save_dataset(dataset, Path(tmp) / "train.zarr")
-            r = _measure(path, Path(tmp) / "model.skops", trees)
+        r = _in_fresh_process(scale, size, trees)
     finally:
         if display is not None:
             display.stop()
-    ms = {k: round(v * 1000, 1) for k, v in r.items() if k != "widget_ticks"}
+    ms = {k: round(v * 1000, 1) for k, v in r.items() if k not in ("widget_ticks", "masks")}
     print(
         f"   opening the widget: libraries imported in the background in "
         f"{r['warmup_time']:.1f} s, longest stall {ms['warmup_stall']:.0f} ms",
@@ -173,15 +201,17 @@ def run(record, quick: bool = False) -> None:
         f"{ms['floor_stall']:.0f} ms; the display's own share of the widget figure",
         flush=True,
     )
-    what = f"{len(dataset)} masks {size}x{size}, {trees} trees"
+    worst = max(r["warmup_stall"], r["widget_stall"])
+    what = f"{r['masks']} masks {size}x{size}, {trees} trees"
     record(
-        f"train widget: longest event-loop stall ({what})",
-        f"{ms['widget_stall']:.0f} ms in the widget (training {r['widget_time']:.1f} s)",
+        f"train widget: longest event-loop stall, opening to trained ({what})",
+        f"{1e3 * worst:.0f} ms in the widget (opening {ms['warmup_stall']:.0f} ms, "
+        f"training {ms['widget_stall']:.0f} ms over {r['widget_time']:.1f} s; fresh process)",
         f"{ms['gui_stall']:.0f} ms training on the GUI thread",
-        r["gui_stall"] / r["widget_stall"],
+        r["gui_stall"] / worst,
         f"< {TARGET_S * 1000:.0f} ms",
-        r["widget_stall"] < TARGET_S,
-        masks=len(dataset),
+        worst < TARGET_S,
+        masks=r["masks"],
         size=size,
         trees=trees,
         timer_ticks=r["widget_ticks"],

@@ -11,7 +11,11 @@ from napari_crystal.errors import Cancelled
 
 pytest.importorskip("napari")
 
-from napari_crystal.plugin.widgets._runner import Runner, collection_paused  # noqa: E402
+from napari_crystal.plugin.widgets._runner import (  # noqa: E402
+    HANDOFF_S,
+    Runner,
+    collection_paused,
+)
 
 
 def _job(n, progress=None, cancel=None, fail=False):
@@ -99,3 +103,21 @@ def test_collection_pause_is_counted_across_overlapping_jobs():
         assert not gc.isenabled()  # someone else's pause is not ours to end
     finally:
         gc.enable()
+
+
+def test_jobs_run_with_a_short_gil_switch_interval_and_put_it_back(runner, qtbot):
+    """While a job runs the GUI thread gets the GIL back within `HANDOFF_S`; after it, the
+    interpreter's own interval is back (whatever it was)."""
+    import sys
+
+    before = sys.getswitchinterval()
+    seen = []
+
+    def job(progress=None, cancel=None):
+        seen.append(sys.getswitchinterval())
+
+    runner.start(job, label="job", on_done=lambda _: None)
+    qtbot.waitUntil(lambda: not runner.busy, timeout=5000)
+    assert seen == [pytest.approx(HANDOFF_S)]
+    assert HANDOFF_S < before
+    assert sys.getswitchinterval() == pytest.approx(before)

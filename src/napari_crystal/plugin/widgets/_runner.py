@@ -6,7 +6,9 @@ Every widget runs core functions (which take ``progress(done, total)`` and ``can
 
 from __future__ import annotations
 
+import functools
 import gc
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -20,35 +22,60 @@ from superqt.utils import ensure_main_thread
 
 from napari_crystal.errors import Cancelled, CrystalError
 
-_pause_lock = threading.Lock()
-_pauses = 0
-_resume = False
+# A GUI thread waiting for the GIL gets it after at most this long (Python's default 5 ms):
+# a repaint makes dozens of calls that release and take back the GIL (OpenGL through ctypes),
+# so with a worker running Python code each repaint otherwise waits up to 5 ms per call.
+HANDOFF_S = 0.0005
 
 
-@contextmanager
-def collection_paused() -> Iterator[None]:
-    """Hold off the cyclic garbage collector while a worker makes many short-lived objects.
+class _WhileJobsRun:
+    """A process-wide setting held while at least one job runs: applied when the first begins,
+    the earlier value put back when the last ends. Jobs overlap (two widgets, or a job during
+    the import warm-up), so they are counted."""
 
-    skops builds about half a million objects to save a 100-tree forest, and importing
-    scikit-learn makes as many lasting ones; with napari's few hundred thousand live objects
-    each full collection they trigger holds the GIL, and so the event loop, for ~200 ms. The
-    objects die by reference counting anyway. The collector is process-wide, so pauses are
-    counted: overlapping jobs (two widgets, or a job during the import warm-up) keep it off
-    until the last one ends, and it comes back only if it was on when the first began.
-    """
-    global _pauses, _resume
-    with _pause_lock:
-        if _pauses == 0:
-            _resume = gc.isenabled()
-            gc.disable()
-        _pauses += 1
-    try:
-        yield
-    finally:
-        with _pause_lock:
-            _pauses -= 1
-            if _pauses == 0 and _resume:
-                gc.enable()
+    def __init__(self, get: Callable[[], Any], put: Callable[[Any], Any], value: Any):
+        self._get, self._put, self._value = get, put, value
+        self._lock = threading.Lock()
+        self._jobs = 0
+        self._saved: Any = None
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            if self._jobs == 0:
+                self._saved = self._get()
+                self._put(self._value)
+            self._jobs += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._jobs -= 1
+                if self._jobs == 0:
+                    self._put(self._saved)
+
+
+collection_paused = _WhileJobsRun(
+    gc.isenabled, lambda on: gc.enable() if on else gc.disable(), False
+)
+collection_paused.__doc__ = """Hold off the cyclic garbage collector while a worker makes many short-lived objects.
+
+skops builds about half a million objects to save a 100-tree forest, and importing
+scikit-learn makes as many lasting ones; with napari's few hundred thousand live objects
+each full collection they trigger holds the GIL, and so the event loop, for ~200 ms. The
+objects die by reference counting anyway. Left off at the end if it was off at the start.
+"""
+quick_handoff = _WhileJobsRun(sys.getswitchinterval, sys.setswitchinterval, HANDOFF_S)
+quick_handoff.__doc__ = "Python's GIL switch interval at `HANDOFF_S` while background work runs."
+
+
+def _handing_off(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def job(*args: Any, **kwargs: Any) -> Any:
+        with quick_handoff():
+            return fn(*args, **kwargs)
+
+    return job
 
 
 class Runner:
@@ -109,7 +136,7 @@ class Runner:
         self.bar.visible = True
         self._set_enabled(False)
         worker = create_worker(
-            fn,
+            _handing_off(fn),
             *args,
             progress=self._progress,
             cancel=self.cancel_event,

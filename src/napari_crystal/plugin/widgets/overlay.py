@@ -23,6 +23,7 @@ from magicgui.widgets import (
     PushButton,
     Table,
 )
+from napari.layers import Labels
 from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt, QTimer
@@ -41,6 +42,7 @@ from napari_crystal.correction import (
 )
 from napari_crystal.errors import CrystalError
 from napari_crystal.geometry import raster_transform
+from napari_crystal.plugin._napari_fixes import add_editing_later
 from napari_crystal.plugin.widgets._layers import (
     is_annotation_layer,
     is_slide_layer,
@@ -51,7 +53,7 @@ from napari_crystal.plugin.widgets._layers import (
     slide_shape,
 )
 from napari_crystal.plugin.widgets._persist import remember
-from napari_crystal.plugin.widgets._runner import Runner
+from napari_crystal.plugin.widgets._runner import Runner, collection_paused
 from napari_crystal.plugin.widgets._ui import confirm_overwrite, job_row, scroll_body, wrapped
 from napari_crystal.predictions import PredictionMap, build_prediction_map
 
@@ -647,7 +649,8 @@ def add_overlay_layers(
     ``setup`` (model file and evaluation source) lets the panel retrain and re-evaluate.
     With ``on_ready`` (the widgets' way), one layer is added per turn of the Qt event loop,
     since napari takes about a tenth of a second to set up each Labels layer and the window
-    should not freeze for all of them at once; ``on_ready(controls)`` is called after the
+    should not freeze for all of them at once (each layer's editing tools are set up in a
+    turn of their own, `_napari_fixes.add_editing_later`); ``on_ready(controls)`` is called after the
     last and None is returned. Without it, everything is added now and the controls returned.
     """
     steps = _overlay_steps(viewer, pmap, name, slide, dock, setup)
@@ -666,15 +669,31 @@ def _in_turns(steps: Iterator, on_ready: Callable[[Any], Any]) -> None:
     return value to ``on_ready``. A 1 ms timer, not 0: Qt runs zero-delay calls posted
     during a turn in that same turn, back to back, and repaints would wait for all of them."""
 
+    paused = collection_paused()  # a full collection of napari's heap would be a stall of its own
+    paused.__enter__()
+
     def turn() -> None:
         try:
             next(steps)
         except StopIteration as done:
+            paused.__exit__(None, None, None)
             on_ready(done.value)
+        except BaseException:
+            paused.__exit__(None, None, None)
+            raise
         else:
             QTimer.singleShot(1, turn)
 
     QTimer.singleShot(1, turn)
+
+
+def _added_in_turns(viewer, layer):
+    """Add ``layer``, then its editing tools in the next turn: napari's set-up of a Labels
+    layer is the longest step of the overlay, so it is split in two."""
+    restore = add_editing_later(viewer, layer)
+    yield
+    restore()
+    yield
 
 
 def _overlay_steps(viewer, pmap: PredictionMap, name: str, slide, dock: bool, setup):
@@ -690,22 +709,25 @@ def _overlay_steps(viewer, pmap: PredictionMap, name: str, slide, dock: bool, se
 
     meta = {"napari_crystal": "prediction overlay", "classes": list(pmap.classes)}
     # the truth is hidden: overlaid mode shows the prediction over the slide; grid shows both
-    truth = viewer.add_labels(
+    truth = Labels(
         pmap.truth_map, name=f"{prefix}truth", colormap=class_colormap(), opacity=0.55,
         metadata=meta, visible=False, **placed(pmap.raster.scale),
     )  # fmt: skip
     yield
-    prediction = viewer.add_labels(
+    yield from _added_in_turns(viewer, truth)
+    prediction = Labels(
         pmap.predicted_map, name=f"{prefix}prediction", colormap=class_colormap(), opacity=0.55,
         metadata=meta, **placed(pmap.raster.scale),
     )  # fmt: skip
     yield
+    yield from _added_in_turns(viewer, prediction)
     factor = _error_factor(pmap)
-    errors = viewer.add_labels(
+    errors = Labels(
         _upsampled(pmap.errors_map, factor), name=f"{prefix}errors", colormap=error_colormap(),
         opacity=1.0, metadata=meta, visible=False, **placed(pmap.raster.scale / factor),
     )  # fmt: skip
-    yield  # shown once outlined
+    yield
+    yield from _added_in_turns(viewer, errors)  # shown once outlined
     errors.contour = 1 if pmap.raster.kind == "frame" else 2  # outlines: the classes stay visible
     errors.visible = True
     yield

@@ -35,7 +35,7 @@ from napari_crystal.features import DEFAULT_MPP, FEATURE_SETS
 from napari_crystal.features.build import check_feature_choice
 from napari_crystal.plugin.widgets._layers import mask_annotations, mask_dataset
 from napari_crystal.plugin.widgets._persist import remember
-from napari_crystal.plugin.widgets._runner import Runner, collection_paused
+from napari_crystal.plugin.widgets._runner import Runner, collection_paused, quick_handoff
 from napari_crystal.plugin.widgets._ui import (
     confirm_overwrite,
     count_table,
@@ -100,7 +100,9 @@ def train_and_save(
 
 def _import_training_libraries() -> None:
     """Import scikit-learn, imbalanced-learn and skops (seconds of work, some holding the GIL)."""
-    with collection_paused():  # imports make many lasting objects: full collections otherwise
+    # imports make many lasting objects (full collections otherwise) and run Python code for
+    # seconds: the GUI thread must get the GIL back quickly to repaint
+    with collection_paused(), quick_handoff():
         import imblearn.ensemble  # noqa: F401
         import skops.io  # noqa: F401
 
