@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 def start_screen(size: tuple[int, int] = (1600, 1000)):
@@ -25,6 +27,17 @@ def start_screen(size: tuple[int, int] = (1600, 1000)):
     display = Display(visible=False, size=size)
     display.start()
     return display
+
+
+@contextmanager
+def screen(size: tuple[int, int] = (1600, 1000)) -> Iterator[None]:
+    """`start_screen` for the length of a ``with`` block, stopped however the block ends."""
+    display = start_screen(size)
+    try:
+        yield
+    finally:
+        if display is not None:
+            display.stop()
 
 
 def settle(seconds: float = 0.3) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scripts._screen import save_screenshot, settle, start_screen
+from scripts._screen import save_screenshot, screen, settle
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT_WIDGET = ROOT / "docs" / "annotate-widget.png"
@@ -51,8 +51,7 @@ def _key(viewer, key: str) -> None:
 
 
 def main() -> int:
-    display = start_screen((1600, 1000))
-    try:
+    with screen((1600, 1000)):
         import napari
 
         from napari_crystal.plugin._sample_data import sample_slide_path
@@ -116,9 +115,6 @@ def main() -> int:
             save_screenshot(viewer, OUT_TABLE)
             viewer.close()
         return 0
-    finally:
-        if display is not None:
-            display.stop()
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scripts._screen import start_screen
+from scripts._screen import screen
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "annotation-in-napari.png"
@@ -41,8 +41,7 @@ def example_annotation(path: Path) -> Path:
 
 
 def main() -> int:
-    display = start_screen((1600, 1000))
-    try:
+    with screen((1600, 1000)):
         import napari
         from qtpy.QtWidgets import QApplication
 
@@ -59,9 +58,6 @@ def main() -> int:
             viewer.close()
         print(f"wrote {OUT.relative_to(ROOT)}")
         return 0
-    finally:
-        if display is not None:
-            display.stop()
 
 
 if __name__ == "__main__":

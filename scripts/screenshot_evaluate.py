@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scripts._screen import save_screenshot, settle, start_screen, wait_for_job, wait_until
+from scripts._screen import save_screenshot, screen, settle, wait_for_job, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -43,8 +43,7 @@ def models(work: Path) -> tuple[Path, Path, Path]:
 
 def main() -> int:
     """Make both screenshots; returns the exit status."""
-    display = start_screen((1700, 1100))
-    try:
+    with screen((1700, 1100)):
         import napari
 
         from napari_crystal.plugin._sample_data import sample_slide_path
@@ -147,9 +146,6 @@ def main() -> int:
                 area.verticalScrollBar().setValue(area.verticalScrollBar().maximum())
             save_screenshot(viewer, DOCS / "overlay-retrain.png", 0.5)
             viewer.close()
-    finally:
-        if display is not None:
-            display.stop()
     return 0
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scripts._screen import save_screenshot, settle, start_screen, wait_for_job
+from scripts._screen import save_screenshot, screen, settle, wait_for_job
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -38,8 +38,7 @@ def texture_model(work: Path) -> Path:
 
 def main() -> int:
     """Make the screenshot; returns the exit status."""
-    display = start_screen((1700, 1100))
-    try:
+    with screen((1700, 1100)):
         import napari
 
         from napari_crystal.plugin._sample_data import sample_slide_path
@@ -80,9 +79,6 @@ def main() -> int:
             widget._hover(viewer, None)  # the frame's probabilities in the status bar
             save_screenshot(viewer, DOCS / "predict-slide.png", 0.05)
             viewer.close()
-    finally:
-        if display is not None:
-            display.stop()
     return 0
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from scripts._screen import start_screen
+from scripts._screen import screen
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -32,8 +32,7 @@ def _shot(viewer, path: Path, center=None, zoom=None) -> None:
 
 
 def main() -> int:
-    display = start_screen((1600, 1000))
-    try:
+    with screen((1600, 1000)):
         import napari
 
         from napari_crystal.plugin._sample_data import sample_slide_path
@@ -55,9 +54,6 @@ def main() -> int:
             viewer.close()
         else:
             print(f"skipped docs/real-svs.png: {REAL_SVS} not found", file=sys.stderr)
-    finally:
-        if display is not None:
-            display.stop()
     return 0
 
 

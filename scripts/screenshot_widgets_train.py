@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scripts._screen import save_screenshot, start_screen, wait_for_job
+from scripts._screen import save_screenshot, screen, wait_for_job
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -37,8 +37,7 @@ def _frame(viewer, image, gallery, patch, row: int) -> None:
 
 def main() -> int:
     """Make both screenshots; returns the exit status."""
-    display = start_screen((WINDOW[0] + 100, WINDOW[1] + 100))
-    try:
+    with screen((WINDOW[0] + 100, WINDOW[1] + 100)):
         import napari
         import napari.layers
 
@@ -82,9 +81,6 @@ def main() -> int:
         save_screenshot(viewer, DOCS / "train-widget.png", 1.0)
         viewer.close()
         return 0
-    finally:
-        if display is not None:
-            display.stop()
 
 
 if __name__ == "__main__":
