@@ -20,12 +20,16 @@ from format_samples import (
 from napari_crystal.errors import AnnotationError
 from napari_crystal.io import (
     ConversionWarning,
+    geojson,
     read_annotation,
     sniff_annotation,
     write_annotation,
 )
 from napari_crystal.io import _common as common
 from napari_crystal.io import nedc as nedc_io
+from napari_crystal.io.formats import read_annotation_columns
+from napari_crystal.plugin import _reader
+from test_reader_columns import _same
 
 DATA = Path(__file__).parent / "data"
 pytestmark = pytest.mark.filterwarnings("ignore::napari_crystal.io.UnknownLabelWarning")
@@ -229,6 +233,9 @@ def test_bad_input_is_one_error_with_path(tmp_path, doc, message):
     with pytest.raises(AnnotationError, match=message) as info:
         read_annotation(path)
     assert str(info.value).startswith(str(path)) and "\n" not in str(info.value)
+    with pytest.raises(AnnotationError) as as_columns:  # the napari reader's way
+        read_annotation_columns(path)
+    assert str(as_columns.value) == str(info.value)
 
 
 def test_self_intersecting_polygon_is_kept_and_flagged(tmp_path):
@@ -248,3 +255,95 @@ def test_files_over_2_gib_are_refused_before_reading(tmp_path, monkeypatch):
     with pytest.raises(AnnotationError, match="over 2 GiB are refused"):
         read_annotation(path)
     assert not opened
+
+
+def _cells(n: int) -> bytes:
+    """A detections-export-like file with every feature the reader handles: classes with and
+    without colours, a feature colour, an unclassified one, holes, a MultiPolygon, an
+    ellipse, a self-intersecting polygon, our member (ids, tissue, depths), a skipped point."""
+    rng = np.random.default_rng(5)
+    features = []
+    for i in range(n):
+        k = int(rng.integers(4, 12))
+        t = np.linspace(0, 2 * np.pi, k, endpoint=False)
+        centre = rng.uniform(100, 3900, size=2)
+        ring = (np.column_stack([np.cos(t), np.sin(t)]) * rng.uniform(5, 60) + centre).round(2)
+        ring = [*ring.tolist(), ring[0].tolist()]
+        name, color = [("Tumor", [200, 0, 0]), ("Stroma", None), ("Immune cells", [9, 9, 9])][
+            i % 3
+        ]
+        feature = qupath_feature([ring], name if i % 17 else None, color)
+        props = feature["properties"]
+        if i % 11 == 0:
+            props["color"] = [1, 2, 3]
+        if i % 13 == 0:
+            props["napari-crystal"] = {"region_id": 1000 + i, "tissue": "breast", "depth": 2}
+        if i % 19 == 0:
+            props["isEllipse"] = True
+        if i % 23 == 0:  # a hole
+            x, y = centre
+            hole = [[x - 1, y - 1], [x + 1, y - 1], [x + 1, y + 1], [x - 1, y - 1]]
+            feature["geometry"]["coordinates"].append(hole)
+        if i % 29 == 0:
+            feature["geometry"] = {
+                "type": "MultiPolygon",
+                "coordinates": [[ring], [[[0, 0], [9, 0], [9, 9], [0, 0]]]],
+            }
+        features.append(feature)
+    bowtie = [[[0, 0], [10, 10], [10, 0], [0, 10], [0, 0]]]
+    features.append(qupath_feature(bowtie, "Tumor"))
+    point = {"type": "Point", "coordinates": [3, 4]}
+    features.append(qupath_feature(None, "Tumor", geometry=point))
+    return qupath_04(features)
+
+
+@pytest.mark.parametrize("many", [True, False])
+def test_column_layers_equal_region_layers(tmp_path, monkeypatch, many):
+    """The napari reader takes GeoJSON as columns: the same layers as from the file's
+    Regions, and the same warnings (skipped objects, self-intersecting polygons)."""
+    monkeypatch.setattr(_reader, "MANY_REGIONS", 50 if many else 1000)
+    path = _write(tmp_path, _cells(120), "cells.geojson")
+    with pytest.warns(ConversionWarning) as from_columns_warnings:
+        from_columns = _reader.read_annotation_layers(str(path))
+    with pytest.warns(ConversionWarning) as from_regions_warnings:
+        from_regions = _reader.annotation_layers(read_annotation(path), name="cells")
+    messages = [str(w.message) for w in from_regions_warnings if "points" not in str(w.message)]
+    assert [str(w.message) for w in from_columns_warnings if "points" not in str(w.message)] == (
+        messages
+    )
+    assert any("1 self-intersecting" in m for m in messages)
+    assert [kind for _, _, kind in from_columns] == ["labels", "points" if many else "shapes"]
+    _same(from_columns, from_regions, "layers")
+
+
+def test_many_regions_make_no_region_objects(tmp_path, monkeypatch):
+    """Above MANY_REGIONS, opening a GeoJSON file builds no Region (what made it slow)."""
+    path = _write(tmp_path, _cells(60), "cells.geojson")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConversionWarning)
+        n = len(read_annotation(path).regions)  # MultiPolygon parts are regions of their own
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a Region was built")
+
+    monkeypatch.setattr(_reader, "MANY_REGIONS", 50)
+    monkeypatch.setattr(geojson, "Region", refuse)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConversionWarning)
+        with pytest.warns(UserWarning, match=f"{n} regions: shown as one point per region"):
+            layers = _reader.read_annotation_layers(str(path))
+    assert [kind for _, _, kind in layers] == ["labels", "points"] and len(layers[1][0]) == n
+
+
+def test_columns_are_the_regions_outer_rings(tmp_path):
+    """Every field the columns carry is the Region's (holes and extras are not carried)."""
+    path = _write(tmp_path, _cells(80), "cells.geojson")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConversionWarning)
+        ann = read_annotation(path)
+        columns = read_annotation_columns(path)
+    assert sum(bool(r.holes) for r in ann.regions) == 3  # feature 0 became a MultiPolygon
+    for r in ann.regions:
+        r.holes = []
+    assert columns.annotation() == ann
+    assert columns.source == ann.source == str(path)

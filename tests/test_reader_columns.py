@@ -141,7 +141,7 @@ def test_columns_round_trip_an_annotation(tmp_path):
 
 
 def test_columns_of_other_formats_are_none(tmp_path):
-    """Only NEDC CSV is read as columns; the other formats keep their readers."""
+    """XML is not read as columns (NEDC CSV and GeoJSON are); XML keeps its readers."""
     ann = _write(tmp_path / "cells.csv", 5)
     xml = tmp_path / "cells.xml"
     nedc.write_annotation(ann, xml)

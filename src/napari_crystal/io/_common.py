@@ -109,33 +109,48 @@ def flag_self_intersecting(path, regions: list[Region]) -> None:
     kept as drawn, but areas and masks of such polygons are not what the drawer meant."""
     if not regions:
         return
-    import shapely
-
-    shells = [r.coords for r in regions]
-    bad = []
-    # Rings in one ragged array: a few vectorised calls however many regions there are.
-    sizes = np.fromiter((len(c) for c in shells), dtype=np.int64, count=len(shells))
-    flat = np.concatenate(shells) if len(shells) else np.zeros((0, 2))
-    rings = shapely.linearrings(flat[:, ::-1], indices=np.repeat(np.arange(len(shells)), sizes))
-    has_holes = np.array([bool(r.holes) for r in regions])
-    simple = shapely.is_simple(rings)
-    bad = np.flatnonzero(~simple).tolist()
-    for i in np.flatnonzero(has_holes & simple).tolist():
-        r = regions[i]
-        polygon = shapely.Polygon(r.coords[:, ::-1], [h[:, ::-1] for h in r.holes])
-        if not shapely.is_valid(polygon):
-            bad.append(i)
-    if not bad:
-        return
-    bad.sort()
+    sizes = np.fromiter((len(r.coords) for r in regions), dtype=np.int64, count=len(regions))
+    holes = {i: r.holes for i, r in enumerate(regions) if r.holes}
+    bad = invalid_polygons(np.concatenate([r.coords for r in regions]), sizes, holes)
     for i in bad:
         regions[i].extra["invalid"] = True
+    warn_invalid(path, bad)
+
+
+def invalid_polygons(
+    shells: np.ndarray, sizes: np.ndarray, holes: dict[int, list[np.ndarray]]
+) -> list[int]:
+    """Which polygons are not simple, or with their holes not valid, in ascending order.
+
+    ``shells``: every polygon's outer ring, (row, col) rows one after another, ``sizes[k]``
+    rows for polygon ``k``; ``holes``: the inner rings of the polygons that have some. The
+    rings go to shapely as one ragged array: a few vectorised calls for any number.
+    """
+    import shapely
+
+    rings = shapely.linearrings(shells[:, ::-1], indices=np.repeat(np.arange(len(sizes)), sizes))
+    simple = shapely.is_simple(rings)
+    bad = np.flatnonzero(~simple).tolist()
+    ends = np.cumsum(sizes)
+    for i in sorted(holes):
+        if simple[i]:
+            shell = shells[ends[i] - sizes[i] : ends[i]]
+            polygon = shapely.Polygon(shell[:, ::-1], [h[:, ::-1] for h in holes[i]])
+            if not shapely.is_valid(polygon):
+                bad.append(i)
+    return sorted(bad)
+
+
+def warn_invalid(path, bad: list[int]) -> None:
+    """One warning naming the first few self-intersecting or invalid polygons, if any."""
+    if not bad:
+        return
     shown = ", ".join(str(i) for i in bad[:5]) + (", ..." if len(bad) > 5 else "")
     warnings.warn(
         f"{path}: {len(bad)} self-intersecting or invalid polygon(s) kept as drawn "
         f"(regions {shown}); their areas and masks may not be what was meant",
         ConversionWarning,
-        stacklevel=3,
+        stacklevel=4,
     )
 
 

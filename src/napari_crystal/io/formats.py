@@ -115,12 +115,19 @@ def read_annotation(
 
 
 def read_annotation_columns(path: str | PathLike) -> RegionColumns | None:
-    """An NEDC CSV's regions as columns (:func:`nedc.read_columns`: the same checks and errors
-    as :func:`read_annotation`, no Region objects); None for the other formats."""
+    """An NEDC CSV's or a QuPath GeoJSON's regions as columns (:func:`nedc.read_columns`,
+    :func:`geojson.read_columns`: the same checks, errors and warnings as
+    :func:`read_annotation`, no Region objects); None for the other formats."""
     path = Path(path)
-    if _format_of(path) != "csv":
+    kind = _format_of(path)
+    if kind == "csv":
+        return nedc.read_columns(path)
+    if kind != "geojson":
         return None
-    return nedc.read_columns(path)
+    columns = geojson.read_columns(path)
+    check_regions(path, columns)
+    _warn_unknown(path, labels=columns.labels)
+    return columns
 
 
 def _format_of(path: Path) -> str:

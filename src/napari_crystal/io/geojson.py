@@ -34,10 +34,12 @@ from napari_crystal.io._common import (
     flag_self_intersecting,
     gc_paused,
     hex_color,
+    invalid_polygons,
     rgb_of,
+    warn_invalid,
     warn_skipped,
 )
-from napari_crystal.io.annotation import Annotation, Region, region_tissues
+from napari_crystal.io.annotation import Annotation, Region, RegionColumns
 
 OWN = "napari-crystal"  # our member in written files (QuPath ignores unknown members)
 GEOMETRY_TYPES = (
@@ -70,16 +72,27 @@ def sniff(head: bytes) -> bool:
 
 def read(path: str | PathLike, detections: bool = False) -> Annotation:
     """Read a QuPath GeoJSON file; ``detections`` also reads detection/cell/tile objects."""
+    return _read(path, detections, _Reader.annotation)
+
+
+def read_columns(path: str | PathLike, detections: bool = False) -> RegionColumns:
+    """The file's regions as columns, with :func:`read`'s checks and warnings but no
+    :class:`Region` objects (a detections export holds 100,000s). Columns carry the outer
+    rings only: holes and ``extra`` (ids, measurements) are left out."""
+    return _read(path, detections, _Reader.columns)
+
+
+def _read(path, detections: bool, build):
     path = Path(path)
     check_size(path)
     data = path.read_bytes()
-    if not data.strip():
+    if not data or data.isspace():  # (strip() would copy the whole file)
         raise AnnotationError(path, "empty file", 1)
     with gc_paused():
         # The parsed document is dropped before collection resumes: a collection with its
         # millions of objects alive would walk them all (a second on 100,000 features).
-        ann = _Reader(path, detections).document(_parse(path, data))
-    return ann
+        result = build(_Reader(path, detections), _parse(path, data))
+    return result
 
 
 def _parse(path: Path, data: bytes):
@@ -139,7 +152,8 @@ class _Reader:
     def skip(self, what: str, n: int = 1) -> None:
         self.skipped[what] = self.skipped.get(what, 0) + n
 
-    def document(self, doc) -> Annotation:
+    def walk(self, doc) -> dict:
+        """Read every feature into ``pending`` and ``rings``; returns our header member."""
         header = {}
         if isinstance(doc, list):
             features = doc
@@ -162,7 +176,9 @@ class _Reader:
             raise AnnotationError(self.path, "not GeoJSON: neither an object nor a list")
         for k, feature in enumerate(features):
             self.feature(k, feature)
-        regions = self.build()
+        return header
+
+    def warn_skipped(self) -> None:
         if self.skipped:
             hint = (
                 ""
@@ -171,15 +187,75 @@ class _Reader:
                 else "; read detections with detections=True"
             )
             warn_skipped(self.path, self.skipped, hint)
+
+    def header(self, header: dict, tissues) -> dict:
+        """Annotation's header fields: our member's, else defaults (tissues: the regions')."""
+        return {
+            "mpp": _number(header.get("mpp")),
+            "width": _integer(header.get("width")),
+            "height": _integer(header.get("height")),
+            "bname": str(header.get("bname") or self.path.stem),
+            "tissue": str(
+                header.get("tissue") or ", ".join(dict.fromkeys(t for t in tissues if t))
+            ),
+            "class_colors": self.class_colors,
+        }
+
+    def annotation(self, doc) -> Annotation:
+        header = self.walk(doc)
+        regions = self.regions()
+        self.warn_skipped()
         flag_self_intersecting(self.path, regions)
-        return Annotation(
-            regions,
-            mpp=_number(header.get("mpp")),
-            width=_integer(header.get("width")),
-            height=_integer(header.get("height")),
-            bname=str(header.get("bname") or self.path.stem),
-            tissue=str(header.get("tissue") or region_tissues(regions)),
-            class_colors=self.class_colors,
+        return Annotation(regions, **self.header(header, (r.tissue for r in regions)))
+
+    def columns(self, doc) -> RegionColumns:
+        """The regions' outer rings and fields as :class:`RegionColumns`."""
+        header = self.walk(doc)
+        rc, starts, ends = self.vertices()
+        n = len(self.pending)
+        n_rings = np.fromiter((p[4] for p in self.pending), dtype=np.int64, count=n)
+        shell = np.cumsum(n_rings) - n_rings  # each region's outer ring
+        sizes = ends[shell] - starts[shell]
+        coords = rc
+        if len(shell) != len(starts):  # holes: only the outer rings' vertices
+            is_shell = np.zeros(len(starts), dtype=bool)
+            is_shell[shell] = True
+            coords = rc[np.repeat(is_shell, ends - starts)]
+        first = np.cumsum(sizes) - sizes
+        depth = np.zeros(len(coords), dtype=np.int64)
+        region_ids = np.arange(1, n + 1, dtype=np.int64)
+        tissues = np.full(n, "", dtype=object)
+        confidences = np.ones(n, dtype=np.float64)
+        kinds = np.full(n, "polygon", dtype=object)
+        holes = {}
+        for k, (_, _, _, own, n_ring) in enumerate(self.pending):
+            if own is not None:
+                s, size = int(first[k]), int(sizes[k])
+                region_ids[k], tissues[k], depth[s : s + size], confidences[k], kinds[k] = (
+                    _own_fields(own, k, size)
+                )
+            if n_ring > 1:
+                r = int(shell[k])
+                holes[k] = [rc[starts[h] : ends[h]] for h in range(r + 1, r + n_ring)]
+        labels = np.empty(n, dtype=object)
+        labels[:] = [p[0] for p in self.pending]
+        colors = np.empty(n, dtype=object)
+        colors[:] = [p[1] for p in self.pending]
+        self.warn_skipped()
+        warn_invalid(self.path, invalid_polygons(coords, sizes, holes) if n else [])
+        return RegionColumns(
+            coords,
+            depth,
+            first,
+            np.arange(n, dtype=np.int64),
+            region_ids,
+            labels,
+            tissues,
+            confidences,
+            colors=colors,
+            kinds=kinds,
+            source=str(self.path),
+            **self.header(header, tissues),
         )
 
     def classification(self, where, props: dict) -> tuple[str, str | None]:
@@ -311,11 +387,12 @@ class _Reader:
         where, hole = self.ring_where[r]
         return self.error(_hole_where(where, hole), message)
 
-    def build(self) -> list[Region]:
-        """Every ring to (row, col) arrays in one go, checked, then the regions."""
+    def vertices(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every ring's (row, col) vertices in one array, checked; each ring's start and end."""
         rings = self.rings
         if not rings:
-            return []
+            empty = np.zeros(0, dtype=np.int64)
+            return np.zeros((0, 2)), empty, empty
         lens = np.fromiter((len(r) for r in rings), dtype=np.int64, count=len(rings))
         xy = None
         try:
@@ -344,11 +421,13 @@ class _Reader:
         if short.size:
             r = int(short[0])
             raise self.ring_error(r, f"ring has {int(points[r])} point(s): 3 or more needed")
-        # Views into the one array (slicing: a tenth of np.split's time), and zero depths as
-        # views into one array of zeros, for regions whose file carries no NEDC fields.
-        bounds = zip(starts.tolist(), ends.tolist(), strict=True)
-        arrays = [rc[a:b] for a, b in bounds]
-        zeros = np.zeros(len(rc), dtype=np.int64)
+        return rc, starts, ends
+
+    def regions(self) -> list[Region]:
+        """The regions, their rings as views into the one array of :meth:`vertices`."""
+        rc, starts, ends = self.vertices()
+        arrays = [rc[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
+        zeros = np.zeros(len(rc), dtype=np.int64)  # depths of regions without our member
         regions: list[Region] = []
         r = 0
         for label, color, extra, own, n_rings in self.pending:
@@ -359,17 +438,9 @@ class _Reader:
                 depth = zeros[start : start + len(shell)]
                 region = Region(index, index + 1, label, "", shell, depth, 1.0, holes, color)
             else:
+                region_id, tissue, depth, confidence, kind = _own_fields(own, index, len(shell))
                 region = Region(
-                    index=index,
-                    region_id=_integer(own.get("region_id")) or index + 1,
-                    label=label,
-                    tissue=str(own.get("tissue") or ""),
-                    coords=shell,
-                    depth=_depth(own.get("depth"), len(shell)),
-                    confidence=_number(own.get("confidence")) or 1.0,
-                    holes=holes,
-                    color=color,
-                    kind=str(own.get("kind") or "polygon"),
+                    index, region_id, label, tissue, shell, depth, confidence, holes, color, kind
                 )
             region.extra = extra
             regions.append(region)
@@ -389,6 +460,18 @@ class _Where:
 
 def _hole_where(where, hole: int) -> str:
     return where() if hole == 0 else f"{where()} hole {hole}"
+
+
+def _own_fields(own: dict, index: int, n: int) -> tuple[int, str, np.ndarray, float, str]:
+    """Region id, tissue, vertex depths, confidence and kind from our member of a feature
+    (``index``: the region's place, ``n``: its vertices); defaults where one is missing."""
+    return (
+        _integer(own.get("region_id")) or index + 1,
+        str(own.get("tissue") or ""),
+        _depth(own.get("depth"), n),
+        _number(own.get("confidence")) or 1.0,
+        str(own.get("kind") or "polygon"),
+    )
 
 
 def _number(value) -> float | None:
