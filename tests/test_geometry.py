@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from skimage.draw import polygon2mask
 from skimage.measure import grid_points_in_poly
 
 from napari_crystal.geometry import (
+    _by_key_then_x,
     fill_polygon,
     level_box,
     paint_spans,
@@ -105,3 +108,13 @@ def test_area_and_length(closed):
         square = np.vstack([square, square[:1]])
     assert polygon_area(square) == 12.0
     assert polygon_length(square) == 14.0
+
+
+@settings(deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 6), st.sampled_from([0.0, 0.5, 1.0, -2.0, 3.25]))))
+def test_scanline_crossings_are_ordered_as_lexsort_orders_them(crossings):
+    """The crossings' order (by polygon row, then x; ties in their order) is lexsort's for
+    any mix of pairs, odd groups and ties, not only the pairs cells give."""
+    key = np.array([k for k, _ in crossings], dtype=np.int64)
+    x = np.array([v for _, v in crossings], dtype=np.float64)
+    np.testing.assert_array_equal(_by_key_then_x(key, x), np.lexsort((x, key)))
