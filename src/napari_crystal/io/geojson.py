@@ -142,9 +142,8 @@ class _Reader:
         self.detections = detections
         self.class_colors: dict[str, str] = {}
         self.skipped: dict[str, int] = {}
-        self.pending: list[tuple] = []  # (where, label, color, kind, extra, own, n_rings)
+        self.pending: list[tuple] = []  # per region: (label, color, extra, own, n_rings, where)
         self.rings: list[list] = []
-        self.ring_where: list[tuple] = []  # (where, hole number) per ring, for messages
 
     def error(self, where: str, message: str) -> AnnotationError:
         return AnnotationError(self.path, f"{where}: {message}")
@@ -228,7 +227,7 @@ class _Reader:
         confidences = np.ones(n, dtype=np.float64)
         kinds = np.full(n, "polygon", dtype=object)
         holes = {}
-        for k, (_, _, _, own, n_ring) in enumerate(self.pending):
+        for k, (_, _, _, own, n_ring, _) in enumerate(self.pending):
             if own is not None:
                 s, size = int(first[k]), int(sizes[k])
                 region_ids[k], tissues[k], depth[s : s + size], confidences[k], kinds[k] = (
@@ -327,9 +326,8 @@ class _Reader:
             if len(polygons) > 1:
                 region_extra = dict(extra, part=part)
                 region_extra.setdefault("id", str(fid) if fid is not None else f"feature {k}")
-            self.pending.append((label, color, region_extra, own, len(rings)))
+            self.pending.append((label, color, region_extra, own, len(rings), part_where))
             self.rings += rings
-            self.ring_where += [(part_where, h) for h in range(len(rings))]
 
     def measurements(self, where: str, value) -> dict:
         if isinstance(value, dict):
@@ -384,7 +382,9 @@ class _Reader:
         return rings
 
     def ring_error(self, r: int, message: str) -> AnnotationError:
-        where, hole = self.ring_where[r]
+        n_rings = np.fromiter((p[4] for p in self.pending), dtype=np.int64)
+        k = int(np.searchsorted(np.cumsum(n_rings), r, side="right"))  # the ring's region
+        where, hole = self.pending[k][5], r - int(n_rings[:k].sum())
         return self.error(_hole_where(where, hole), message)
 
     def vertices(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -430,7 +430,7 @@ class _Reader:
         zeros = np.zeros(len(rc), dtype=np.int64)  # depths of regions without our member
         regions: list[Region] = []
         r = 0
-        for label, color, extra, own, n_rings in self.pending:
+        for label, color, extra, own, n_rings, _ in self.pending:
             shell, holes = arrays[r], arrays[r + 1 : r + n_rings]
             index = len(regions)
             if own is None:
