@@ -47,7 +47,7 @@ def read_annotation_layers(path: str | list[str]) -> list[LayerData]:
     """Read the file and return its layers; a bad file raises AnnotationError (a notification)."""
     if isinstance(path, list | tuple):
         path = path[0]
-    columns = read_annotation_columns(path)  # NEDC CSV: no Region object per region
+    columns = read_annotation_columns(path)  # NEDC CSV, GeoJSON: no Region per region
     annotation = read_annotation(path) if columns is None else columns
     return annotation_layers(annotation, name=Path(path).stem)
 

@@ -87,7 +87,7 @@ def annotation_for(slide: Slide) -> list:
     if ann_path is None:
         return [blank_annotation_layer(slide)]
     try:
-        # NEDC CSV as region columns, as the annotation reader takes it (no Region per region)
+        # NEDC CSV or GeoJSON as region columns, as the annotation reader takes them
         columns = read_annotation_columns(ann_path)
         ann = read_annotation(ann_path) if columns is None else columns
         check_annotation_bounds(ann, shape, path.name)
