@@ -172,6 +172,7 @@ def run(record, quick: bool = False) -> None:
         baseline_s=base_s,
     )
 
+    del ann, shapes  # not kept alive (and in the way of allocations) while napari opens
     _quiet(_open_layers, make_geojson(3))  # first-layer costs are paid once per session
     cpu = time.process_time()
     open_s, viewer = timed(_quiet, _open_layers, path, repeat=1)
