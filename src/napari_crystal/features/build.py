@@ -18,8 +18,13 @@ import numpy as np
 from napari_crystal import dataset as _ds
 from napari_crystal.dataset import Dataset
 from napari_crystal.errors import DatasetError
-from napari_crystal.features.extract import FeatureSpec, Skipped, feature_rows
-from napari_crystal.parallel import run_tasks
+from napari_crystal.features.extract import (
+    FeatureSpec,
+    Skipped,
+    feature_rows,
+    feature_rows_of_sets,
+)
+from napari_crystal.parallel import run_tasks, scheduler_kind
 from napari_crystal.patches import PatchTable
 
 Progress = Callable[[int, int], None] | None
@@ -74,15 +79,15 @@ def feature_dataset_for_slide(
     return Dataset(table, rows, 0, spec.name, meta)
 
 
-def _part(slide_path: str, table_cols: dict, polygons: list, settings: dict, cancel):
-    """Dask task: feature rows of a chunk of one slide's patches."""
+def _part(slide_path: str, table_cols: dict, polygons: list, settings: list[dict], cancel):
+    """Dask task: each set's feature rows of a chunk of one slide's patches, read once."""
     from napari_crystal.io.slide import open_slide
 
     table = PatchTable.from_columns(table_cols)
-    spec = FeatureSpec.from_settings(settings)
+    specs = [FeatureSpec.from_settings(s) for s in settings]
     with open_slide(slide_path) as slide:
-        rows, skipped = feature_rows(slide, _boxes(table), polygons, spec, cancel)
-    return rows, skipped.to_dict()
+        done = feature_rows_of_sets(slide, _boxes(table), polygons, specs, cancel)
+    return [(rows, skipped.to_dict()) for rows, skipped in done]
 
 
 def build_feature_dataset(
@@ -103,16 +108,37 @@ def build_feature_dataset(
     the patch table and its order are those of the mask dataset of the same split, so rows
     pair up with the mask baseline's.
     """
-    from napari_crystal.parallel import scheduler_kind
+    return build_feature_datasets(
+        corpus, split, {out: spec}, progress=progress, scheduler=scheduler, cancel=cancel,
+        chunk=chunk, labels=labels,
+    )[0]  # fmt: skip
 
-    corpus, out = Path(corpus), Path(out)
+
+def build_feature_datasets(
+    corpus,
+    split: str | None,
+    targets: dict,
+    *,
+    progress: Progress = None,
+    scheduler=None,
+    cancel: threading.Event | None = None,
+    chunk: int = 64,
+    labels=None,
+) -> list[Dataset]:
+    """`build_feature_dataset` of several sets at once (``targets``: out path -> `FeatureSpec`,
+    all read at the same resolution, crop cap and stain), each region read once for all.
+
+    Every saved dataset is the one its set alone makes (rows, metadata, rerun check); one
+    whose inputs did not change is returned as saved and left out of the work.
+    """
+    corpus = Path(corpus)
     folder = corpus / split if split else corpus
-    if out.exists() and not _ds._is_dataset(out):
-        raise DatasetError(out, "exists and is not a napari-crystal dataset; not overwriting")
+    outs, specs = [Path(o) for o in targets], list(targets.values())
+    for out in outs:
+        if out.exists() and not _ds._is_dataset(out):
+            raise DatasetError(out, "exists and is not a napari-crystal dataset; not overwriting")
     plan = _ds._plan(folder, 256, labels)  # labels: a label map, as in build_dataset
-    settings = spec.settings()
-    if labels is not None:
-        settings = [settings, sorted({r.label for *_, a, _t in plan for r in a.regions})]
+    mapped = sorted({r.label for *_, a, _t in plan for r in a.regions})
     calls, sizes, keys = [], [], []
     for slide, ann_path, annotation, table in plan:
         keys.append([_ds._stat_key(slide), _ds._stat_key(ann_path)])
@@ -121,18 +147,19 @@ def build_feature_dataset(
             rows = slice(start, min(start + chunk, len(table)))
             calls.append((str(slide), table[rows].columns(), polys[rows]))
             sizes.append(rows.stop - rows.start)
-    inputs_hash = _ds._digest([str(folder.relative_to(corpus)) if split else "", keys, settings])
+    where = str(folder.relative_to(corpus)) if split else ""
+    hashes = [
+        _ds._digest([where, keys, s.settings() if labels is None else [s.settings(), mapped]])
+        for s in specs
+    ]
     table = PatchTable.concat([t for *_, t in plan])
     total = len(table)
-    if _ds._is_dataset(out):
-        try:
-            done = _ds.load_dataset(out)
-        except DatasetError:
-            done = None
-        if done is not None and done.meta.get("inputs_hash") == inputs_hash:
-            if progress is not None:
-                progress(total, total)
-            return done
+    saved = [_saved(out, h) for out, h in zip(outs, hashes, strict=True)]
+    todo = [i for i, ds in enumerate(saved) if ds is None]
+    if not todo:
+        if progress is not None:
+            progress(total, total)
+        return saved
     kind = scheduler_kind(scheduler)
     task_cancel = cancel if kind in ("threads", "sync") else None
     count = [0]
@@ -144,23 +171,37 @@ def build_feature_dataset(
 
     if progress is not None:
         progress(0, total)
+    settings = [specs[i].settings() for i in todo]
     results = run_tasks(
         _part, [(*c, settings, task_cancel) for c in calls], scheduler, on_done, cancel
     )
-    skipped = Skipped()
-    for _, sk in results:
-        skipped.add(Skipped(**sk))
-    rows = (
-        np.concatenate([r for r, _ in results])
-        if results
-        else np.zeros((0, len(spec.names)), np.float32)
-    )
-    meta = feature_meta(
-        spec, skipped, corpus=str(corpus.resolve()), split=split or "",
-        inputs_hash=inputs_hash, slides=len(plan),
-    )  # fmt: skip
-    _ds._save(out, table, iter([rows]), meta)
-    return _ds.load_dataset(out)
+    for k, i in enumerate(todo):
+        skipped = Skipped()
+        for parts in results:
+            skipped.add(Skipped(**parts[k][1]))
+        rows = (
+            np.concatenate([parts[k][0] for parts in results])
+            if results
+            else np.zeros((0, len(specs[i].names)), np.float32)
+        )
+        meta = feature_meta(
+            specs[i], skipped, corpus=str(corpus.resolve()), split=split or "",
+            inputs_hash=hashes[i], slides=len(plan),
+        )  # fmt: skip
+        _ds._save(outs[i], table, iter([rows]), meta)
+        saved[i] = _ds.load_dataset(outs[i])
+    return saved
+
+
+def _saved(out: Path, inputs_hash: str) -> Dataset | None:
+    """The dataset saved at ``out`` when it was made from these inputs, else None."""
+    if not _ds._is_dataset(out):
+        return None
+    try:
+        done = _ds.load_dataset(out)
+    except DatasetError:
+        return None
+    return done if done.meta.get("inputs_hash") == inputs_hash else None
 
 
 def feature_spec(

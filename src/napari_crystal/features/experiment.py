@@ -20,7 +20,7 @@ import numpy as np
 from napari_crystal._atomic import atomic_path, atomic_write
 from napari_crystal.dataset import build_dataset
 from napari_crystal.errors import DatasetError
-from napari_crystal.features.build import build_feature_dataset
+from napari_crystal.features.build import build_feature_datasets
 from napari_crystal.features.extract import (
     DEFAULT_MAX_SIDE,
     DEFAULT_MPP,
@@ -165,19 +165,31 @@ def run_feature_experiment(
     if external is not None:
         tests_at[Path(external).name or "external"] = eval_folder(Path(external))
 
+    feature_sets = [fs for fs in sets_ if fs != "mask"]
+    built: dict[tuple[str, str], Any] = {}  # (set, name) -> dataset
+
     def one(fs: str, root, split, name):
-        """The ``fs`` dataset of ``root/split``, saved as ``datasets/[<fs>-]<name>.zarr``."""
+        """The ``fs`` dataset of ``root/split``, saved as ``datasets/[<fs>-]<name>.zarr``;
+        the feature sets' are made together, reading each region once for all of them."""
         if fs == "mask":
             return timed(
                 f"dataset mask {name}", build_dataset, root, split,
                 out / "datasets" / f"{_slug(name)}.zarr", method=method, size=size,
                 scheduler=scheduler,
             )  # fmt: skip
-        spec = FeatureSpec(fs, mpp=mpp, max_side=max_side, stain=normaliser)
-        return timed(
-            f"dataset {fs} {name}", build_feature_dataset, root, split,
-            out / "datasets" / f"{fs}-{_slug(name)}.zarr", spec, scheduler=scheduler,
-        )  # fmt: skip
+        if (fs, name) not in built:
+            targets = {
+                out / "datasets" / f"{f}-{_slug(name)}.zarr": FeatureSpec(
+                    f, mpp=mpp, max_side=max_side, stain=normaliser
+                )
+                for f in feature_sets
+            }
+            made = timed(
+                f"dataset {','.join(feature_sets)} {name}", build_feature_datasets, root,
+                split, targets, scheduler=scheduler,
+            )  # fmt: skip
+            built.update({(f, name): ds for f, ds in zip(feature_sets, made, strict=True)})
+        return built[fs, name]
 
     def datasets(fs: str):
         train = one(fs, corpus, "train", "train")

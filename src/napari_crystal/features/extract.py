@@ -159,15 +159,8 @@ def block_mean(rgb: np.ndarray, k: int) -> np.ndarray:
     return ((acc + k * k // 2) // (k * k)).astype(np.uint8)
 
 
-def features_of_crop(spec: FeatureSpec, rgb: np.ndarray, inside: np.ndarray, um: float):
-    """The feature vector of one crop (stain-normalised first when the spec says so).
-
-    Raises `sets.TooSmall` or `StainError` for a crop that must be skipped.
-    """
-    sets.check_size(inside)
-    if spec.stain is not None and spec.name in ("texture", "colour", "multiscale"):
-        rgb = spec.stain.apply(rgb)
-    return sets.SETS[spec.name][1](rgb, inside, um)
+#: The sets measured on the stain-normalised crop (morphology keeps the slide's own look).
+STAIN_NORMALISED = ("texture", "colour", "multiscale")
 
 
 @dataclass
@@ -202,8 +195,27 @@ def feature_rows(
     ``polygons[i]`` restricts row ``i`` to a region (None: the whole box). Skipped patches
     (`sets.TOO_SMALL_RULE`, stains not estimable) are NaN rows, counted in `Skipped`.
     """
+    return feature_rows_of_sets(slide, boxes, polygons, [spec], cancel, tick)[0]
+
+
+def feature_rows_of_sets(
+    slide,
+    boxes: np.ndarray,
+    polygons: Sequence,
+    specs: Sequence[FeatureSpec],
+    cancel: threading.Event | None = None,
+    tick: Callable[[int], None] | None = None,
+) -> list[tuple[np.ndarray, Skipped]]:
+    """`feature_rows` of several sets read the same way (resolution, crop cap, stain), from
+    one read of each patch: ``[(rows, skipped)]`` in the order of ``specs``, each the same as
+    that set alone would give."""
+    if not specs:
+        return []
+    read = {(s.mpp, s.max_side, None if s.stain is None else s.stain.fingerprint()) for s in specs}
+    if len(read) > 1:
+        raise ValueError("feature sets read together must share mpp, max_side and stain")
     with one_blas_thread():
-        return _feature_rows(slide, boxes, polygons, spec, cancel, tick)
+        return _feature_rows(slide, boxes, polygons, list(specs), cancel, tick)
 
 
 def one_blas_thread():
@@ -214,20 +226,36 @@ def one_blas_thread():
     return threadpool_limits(1, user_api="blas")
 
 
-def _feature_rows(slide, boxes, polygons, spec, cancel, tick):
-    names = spec.names
-    out = np.full((len(boxes), len(names)), np.nan, dtype=np.float32)
-    skipped = Skipped()
-    for i, (top, left, h, w) in enumerate(np.asarray(boxes).reshape(-1, 4)):
+def _feature_rows(slide, boxes, polygons, specs, cancel, tick):
+    boxes = np.asarray(boxes).reshape(-1, 4)
+    outs = [np.full((len(boxes), len(s.names)), np.nan, dtype=np.float32) for s in specs]
+    skipped = [Skipped() for _ in specs]
+    mpp, max_side, stain = specs[0].mpp, specs[0].max_side, specs[0].stain
+    stain_sets = [stain is not None and s.name in STAIN_NORMALISED for s in specs]
+    for i, (top, left, h, w) in enumerate(boxes):
         if cancel is not None and cancel.is_set():
             raise Cancelled()
-        rgb, inside, um = region_crop(slide, top, left, h, w, polygons[i], spec.mpp, spec.max_side)
+        rgb, inside, um = region_crop(slide, top, left, h, w, polygons[i], mpp, max_side)
         try:
-            out[i] = features_of_crop(spec, rgb, inside, um)
+            sets.check_size(inside)
         except sets.TooSmall:
-            skipped.too_small += 1
-        except StainError:
-            skipped.no_stain += 1
+            for sk in skipped:
+                sk.too_small += 1
+        else:
+            normalised = _normalised(stain, rgb) if any(stain_sets) else None
+            for spec, stained, out, sk in zip(specs, stain_sets, outs, skipped, strict=True):
+                if stained and normalised is None:
+                    sk.no_stain += 1
+                else:
+                    out[i] = sets.SETS[spec.name][1](normalised if stained else rgb, inside, um)
         if tick is not None:
             tick(i + 1)
-    return out, skipped
+    return list(zip(outs, skipped, strict=True))
+
+
+def _normalised(stain: StainNormaliser, rgb: np.ndarray) -> np.ndarray | None:
+    """The crop in the reference's stains, or None when its own stains cannot be estimated."""
+    try:
+        return stain.apply(rgb)
+    except StainError:
+        return None

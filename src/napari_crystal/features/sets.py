@@ -472,14 +472,24 @@ def multiscale_names() -> list[str]:
 
 
 def pooled_multiscale(img: np.ndarray, inside: np.ndarray) -> np.ndarray:
-    """skimage's multiscale_basic_features of a grey image, mean and std over the region."""
-    from skimage.feature import multiscale_basic_features
+    """skimage's multiscale_basic_features of a grey image, mean and std over the region.
 
-    feats = multiscale_basic_features(
-        np.asarray(img, dtype=np.float32), intensity=True, edges=True, texture=True,
-        workers=1, channel_axis=None, **MULTISCALE,
-    )  # fmt: skip
-    picked = feats[inside].astype(np.float64)
+    Its steps (Gaussian, Sobel edges, Hessian eigenvalues from gradients of the Gaussian, per
+    sigma) run here one after another on the same skimage and numpy calls, so the numbers are
+    the same (tested), without its thread pool made per call (a third of the time on small
+    regions) and with the first gradients computed once per sigma, not once per Hessian entry.
+    """
+    from skimage.feature import hessian_matrix_eigvals
+    from skimage.filters import gaussian, sobel
+
+    img = np.ascontiguousarray(img, dtype=np.float32)
+    planes = []
+    for sigma in _sigmas():
+        smooth = gaussian(img, sigma=sigma, preserve_range=False)
+        d_r, d_c = np.gradient(smooth)
+        hessian = [np.gradient(d_r, axis=0), np.gradient(d_r, axis=1), np.gradient(d_c, axis=1)]
+        planes += [smooth, sobel(smooth), *hessian_matrix_eigvals(hessian)]
+    picked = np.stack([plane[inside] for plane in planes], axis=1).astype(np.float64)
     return np.concatenate([picked.mean(axis=0), picked.std(axis=0)])
 
 
