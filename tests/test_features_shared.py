@@ -15,7 +15,7 @@ from napari_crystal.features.build import (
     build_feature_datasets,
     feature_spec,
 )
-from napari_crystal.features.extract import STAIN_NORMALISED, feature_rows_of_sets, region_crop
+from napari_crystal.features.extract import feature_rows_of_sets, features_of_crop, region_crop
 from napari_crystal.features.stain import StainError
 
 SETS = ("texture", "colour", "morphology", "multiscale")
@@ -39,10 +39,7 @@ def _rows_one_crop_at_a_time(folder, spec: FeatureSpec) -> np.ndarray:
                 rgb, inside, um = region_crop(opened, top, left, h, w, polygon, spec.mpp)
                 row = np.full(len(spec.names), np.nan)
                 try:
-                    sets.check_size(inside)
-                    if spec.stain is not None and spec.name in STAIN_NORMALISED:
-                        rgb = spec.stain.apply(rgb)
-                    row = sets.SETS[spec.name][1](rgb, inside, um)
+                    row = features_of_crop(spec, rgb, inside, um)
                 except (sets.TooSmall, StainError):
                     pass
                 rows.append(row)

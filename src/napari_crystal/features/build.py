@@ -90,28 +90,14 @@ def _part(slide_path: str, table_cols: dict, polygons: list, settings: list[dict
     return [(rows, skipped.to_dict()) for rows, skipped in done]
 
 
-def build_feature_dataset(
-    corpus,
-    split: str | None,
-    out,
-    spec: FeatureSpec,
-    *,
-    progress: Progress = None,
-    scheduler=None,
-    cancel: threading.Event | None = None,
-    chunk: int = 64,
-    labels=None,
-) -> Dataset:
+def build_feature_dataset(corpus, split: str | None, out, spec: FeatureSpec, **options) -> Dataset:
     """Feature rows of every annotated region of ``corpus/split``, saved at ``out``.
 
     One dask task per chunk of a slide's patches (``scheduler`` as in `dataset.build_dataset`);
     the patch table and its order are those of the mask dataset of the same split, so rows
-    pair up with the mask baseline's.
+    pair up with the mask baseline's. ``options``: those of `build_feature_datasets`.
     """
-    return build_feature_datasets(
-        corpus, split, {out: spec}, progress=progress, scheduler=scheduler, cancel=cancel,
-        chunk=chunk, labels=labels,
-    )[0]  # fmt: skip
+    return build_feature_datasets(corpus, split, {out: spec}, **options)[0]
 
 
 def build_feature_datasets(

@@ -163,6 +163,17 @@ def block_mean(rgb: np.ndarray, k: int) -> np.ndarray:
 STAIN_NORMALISED = ("texture", "colour", "multiscale")
 
 
+def features_of_crop(spec: FeatureSpec, rgb: np.ndarray, inside: np.ndarray, um: float):
+    """The feature vector of one crop (stain-normalised first when the spec says so).
+
+    Raises `sets.TooSmall` or `StainError` for a crop that must be skipped.
+    """
+    sets.check_size(inside)
+    if spec.stain is not None and spec.name in STAIN_NORMALISED:
+        rgb = spec.stain.apply(rgb)
+    return sets.SETS[spec.name][1](rgb, inside, um)
+
+
 @dataclass
 class Skipped:
     """Patches left out (NaN rows) and why, by reason."""

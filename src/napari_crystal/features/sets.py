@@ -489,7 +489,7 @@ def pooled_multiscale(img: np.ndarray, inside: np.ndarray) -> np.ndarray:
         d_r, d_c = np.gradient(smooth)
         hessian = [np.gradient(d_r, axis=0), np.gradient(d_r, axis=1), np.gradient(d_c, axis=1)]
         planes += [smooth, sobel(smooth), *hessian_matrix_eigvals(hessian)]
-    picked = np.stack([plane[inside] for plane in planes], axis=1).astype(np.float64)
+    picked = np.stack(planes, axis=-1)[inside].astype(np.float64)
     return np.concatenate([picked.mean(axis=0), picked.std(axis=0)])
 
 
