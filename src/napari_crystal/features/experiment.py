@@ -105,7 +105,9 @@ def run_feature_experiment(
     the first training slide) and applied before colour, texture and multiscale features.
     Outputs in ``out``: ``datasets/<set>-<split>.zarr`` (mask: ``<split>.zarr``),
     ``models/<set>-with-crystals.skops`` etc., ``report.md``/``report.json`` (Methods, every
-    model, comparisons, a feature-set section with importances) and ``timings.json``.
+    model, comparisons, a feature-set section with importances) and ``timings.json``. The
+    feature sets' datasets of a split are made together, each region read once for all of
+    them (one timing step, e.g. ``dataset texture,colour eval``).
     """
     from napari_crystal.dataset import dependence_warning
     from napari_crystal.experiment import (
