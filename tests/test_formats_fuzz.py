@@ -218,3 +218,40 @@ def test_geojson_fast_parser_reads_big_integers_and_odd_numbers_as_the_standard_
     }
     text = json.dumps({"type": "FeatureCollection", "features": [feature, feature]})
     _same_with_either_parser(text.replace('"NAN"', nan or '"NAN"').encode())
+
+
+def _same_as_columns(data: bytes) -> None:
+    """The napari reader's column path reads what ``read`` reads: the same error, or the
+    same regions (outer rings; columns carry no holes) and the same warnings."""
+    path = _DIR / "columns.geojson"
+    path.write_bytes(data)
+    outcomes = []
+    for read in (geojson.read, geojson.read_columns):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                result = read(path)
+            except CrystalError as exc:
+                result = str(exc)
+        outcomes.append((result, [str(w.message) for w in caught]))
+    (ann, ann_warnings), (columns, columns_warnings) = outcomes
+    assert columns_warnings == ann_warnings
+    if isinstance(ann, str):
+        assert columns == ann
+        return
+    for r in ann.regions:
+        r.holes = []
+    assert columns.annotation() == ann
+
+
+@FUZZ
+@given(GEOJSON_DOCS)
+def test_geojson_columns_read_structures_as_regions(doc):
+    _same_as_columns(json.dumps(doc).encode())
+
+
+@pytest.mark.parametrize("sample", [qupath_sample_04, qupath_sample_03])
+@FUZZ
+@given(st.data())
+def test_geojson_columns_read_damaged_files_as_regions(sample, data):
+    _same_as_columns(data.draw(mutated(sample())))
