@@ -5,10 +5,12 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 import tifffile
 
 from napari_crystal.errors import SlideError
+from napari_crystal.io import write_annotation
 from napari_crystal.io.nedc import read_annotation
 from napari_crystal.plugin._slide_reader import get_slide_reader, read_slide
 
@@ -125,3 +127,20 @@ def test_viewer_open_real_svs(make_napari_viewer, real_svs):
     viewer.open(str(real_svs), plugin="napari-crystal")
     assert viewer.layers[0].data.shape == (2967, 2220, 3)
     assert viewer.layers[0].metadata["mpp"] == pytest.approx(0.499)
+
+
+def test_slide_opens_with_a_qupath_geojson_beside_it(tiny_corpus, tmp_path):
+    """A GeoJSON beside the slide (read as region columns) gives the layers its NEDC CSV gives."""
+    source = _first_train_slide(tiny_corpus)
+    svs = shutil.copy(source, tmp_path / "case.svs")
+    write_annotation(read_annotation(source.with_suffix(".csv")), tmp_path / "case.geojson")
+    from_geojson = read_slide(str(svs))
+    shutil.copy(source.with_suffix(".csv"), tmp_path / "case.csv")  # found first from now on
+    from_csv = read_slide(str(svs))
+    assert [k for _, _, k in from_geojson] == [k for _, _, k in from_csv]
+    for (a, a_meta, kind), (b, b_meta, _) in zip(from_geojson[1:], from_csv[1:], strict=True):
+        if kind == "shapes":
+            assert len(a) == len(b) and all(map(np.array_equal, a, b))
+            pd.testing.assert_frame_equal(a_meta["features"], b_meta["features"])
+        else:
+            np.testing.assert_array_equal(a, b)
