@@ -100,7 +100,7 @@ def _measure(path: Path, out: Path, trees: int) -> dict:
         loop, ticks = QEventLoop(), _Ticks(5)
         with ticks:  # the widget imports the training libraries in the background
             start = time.perf_counter()
-            while widget.warmup.is_alive() or time.perf_counter() - start < 0.3:
+            while widget.warmup.ident is None or widget.warmup.is_alive():
                 loop.processEvents()
                 time.sleep(0.002)
             end = time.perf_counter()

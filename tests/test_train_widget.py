@@ -222,3 +222,19 @@ def test_docked_from_the_plugin_menu_they_share_the_dataset(
     assert (
         mask_dataset(train.viewer) == (None, None) and "no masks yet" in train.dataset_info.value
     )
+
+
+def test_import_warm_up_leaves_the_interpreter_as_it_found_it():
+    """The warm-up moves the imports' objects to the oldest generation by freezing and at once
+    unfreezing: nothing may stay frozen (napari's layers are freed only by the collector), and
+    the collector and the GIL switch interval come back as they were."""
+    import gc
+    import sys
+
+    from napari_crystal.plugin.widgets.train_widget import _import_training_libraries
+
+    interval = sys.getswitchinterval()
+    assert gc.isenabled()
+    _import_training_libraries()
+    assert gc.get_freeze_count() == 0
+    assert gc.isenabled() and sys.getswitchinterval() == interval

@@ -7,6 +7,7 @@ controls disabled, and the model file is written only after training finished.
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 import time
@@ -26,6 +27,7 @@ from magicgui.widgets import (
 )
 from napari.utils.notifications import show_error
 from psygnal import Signal
+from qtpy.QtCore import QTimer
 
 from napari_crystal import palette
 from napari_crystal.dataset import Dataset, load_dataset
@@ -105,6 +107,18 @@ def _import_training_libraries() -> None:
     with collection_paused(), quick_handoff():
         import imblearn.ensemble  # noqa: F401
         import skops.io  # noqa: F401
+
+        # The ~140,000 objects the imports made live as long as the process. Left young, the
+        # collector walks them all at once (~90 ms holding the GIL) as soon as it is back on,
+        # again a generation later, then makes a full collection due. Freezing and at once
+        # unfreezing moves them, with everything else, straight to the oldest generation:
+        # nothing stays frozen, and the next full collection, when napari's own use makes
+        # one due, walks them once.
+        gc.freeze()
+        gc.unfreeze()
+
+
+WARMUP_DELAY_MS = 250
 
 
 class TrainWidget(Container):
@@ -210,9 +224,11 @@ class TrainWidget(Container):
         viewer.layers.events.removed.connect(self._describe_source)
         self._on_source()
         self._on_features()
-        # the first training would otherwise import the libraries mid-run, stalling the loop
+        # the first training would otherwise import the libraries mid-run, stalling the loop;
+        # started once the new dock is drawn (its first paint is the heaviest of opening and
+        # would have to share the GIL with the imports)
         self.warmup = threading.Thread(target=_import_training_libraries, daemon=True)
-        self.warmup.start()
+        QTimer.singleShot(WARMUP_DELAY_MS, self._start_warmup)
         names = [
             "n_estimators", "criterion", "max_features", "max_depth", "min_samples_split",
             "min_samples_leaf", "sampling_strategy", "replacement", "bootstrap", "random_state",
@@ -250,6 +266,10 @@ class TrainWidget(Container):
     def _on_features(self, *_: Any) -> None:
         engineered = self.features.value != "mask"
         self.mpp.visible = self.stain.visible = engineered
+
+    def _start_warmup(self) -> None:
+        if self.warmup.ident is None:  # not started yet
+            self.warmup.start()
 
     def _on_source(self, *_: Any) -> None:
         self.dataset_path.visible = self.source.value == FROM_FILE
