@@ -226,6 +226,11 @@ def test_non_qupath_json_is_not_claimed(tmp_path):
             "measurements is neither",
         ),
         (b'{"type": "Topology"}', "not GeoJSON: top-level type is 'Topology'"),
+        (  # our own member, edited by hand: an id no region table can hold
+            b'{"type": "Feature", "properties": {"napari-crystal": {"region_id": 9223372036854775808}},'
+            b' "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [9, 0], [9, 9], [0, 0]]]}}',
+            "feature 0: napari-crystal region_id 9223372036854775808 is out of range",
+        ),
     ],
 )
 def test_bad_input_is_one_error_with_path(tmp_path, doc, message):

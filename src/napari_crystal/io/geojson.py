@@ -318,6 +318,9 @@ class _Reader:
         if measurements is not None:
             extra["measurements"] = self.measurements(where(), measurements)
         own = props.get(OWN) if isinstance(props.get(OWN), dict) else None
+        region_id = _integer(own.get("region_id")) if own else None
+        if region_id is not None and not -(2**63) <= region_id < 2**63:
+            raise self.error(where(), f"{OWN} region_id {region_id} is out of range")
         if props.get("isEllipse") is True:
             own = {**(own or {}), "kind": "ellipse"}
         polygons = self.polygons(where, feature.get("geometry"))
