@@ -130,6 +130,14 @@ def read_annotation_columns(path: str | PathLike) -> RegionColumns | None:
     return columns
 
 
+def read_regions(path: str | PathLike) -> Annotation | RegionColumns:
+    """A file's regions as a viewer shows them: as columns where the format gives them
+    (:func:`read_annotation_columns`; cell-level files hold 100,000s of regions), else as
+    the :class:`Annotation`; the same checks, errors and warnings either way."""
+    columns = read_annotation_columns(path)
+    return read_annotation(path) if columns is None else columns
+
+
 def _format_of(path: Path) -> str:
     """The file's format: sniffed from its content, else from its suffix."""
     check_size(path)

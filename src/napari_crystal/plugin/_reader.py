@@ -15,7 +15,7 @@ import pandas as pd
 from napari_crystal import palette
 from napari_crystal.geometry import annotation_shape, raster_transform, rasterize_regions
 from napari_crystal.io.annotation import Annotation, RegionColumns
-from napari_crystal.io.formats import read_annotation, read_annotation_columns, sniff_annotation
+from napari_crystal.io.formats import read_regions, sniff_annotation
 
 FACE_ALPHA = 0.25
 LABELS_OPACITY = 0.5
@@ -47,9 +47,7 @@ def read_annotation_layers(path: str | list[str]) -> list[LayerData]:
     """Read the file and return its layers; a bad file raises AnnotationError (a notification)."""
     if isinstance(path, list | tuple):
         path = path[0]
-    columns = read_annotation_columns(path)  # NEDC CSV, GeoJSON: no Region per region
-    annotation = read_annotation(path) if columns is None else columns
-    return annotation_layers(annotation, name=Path(path).stem)
+    return annotation_layers(read_regions(path), name=Path(path).stem)
 
 
 def use_compiled_triangulation() -> str:

@@ -80,16 +80,14 @@ def annotation_for(slide: Slide) -> list:
     """
     from napari_crystal.errors import CrystalError, reason_first
     from napari_crystal.io.annotation import check_annotation_bounds
-    from napari_crystal.io.formats import read_annotation, read_annotation_columns
+    from napari_crystal.io.formats import read_regions
 
     path, shape = slide.path, slide.shape
     ann_path = find_annotation(path)
     if ann_path is None:
         return [blank_annotation_layer(slide)]
     try:
-        # NEDC CSV or GeoJSON as region columns, as the annotation reader takes them
-        columns = read_annotation_columns(ann_path)
-        ann = read_annotation(ann_path) if columns is None else columns
+        ann = read_regions(ann_path)  # as the annotation reader takes them
         check_annotation_bounds(ann, shape, path.name)
     except (CrystalError, OSError, ValueError, OverflowError, MemoryError) as exc:
         warnings.warn(

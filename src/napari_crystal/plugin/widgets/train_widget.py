@@ -108,7 +108,7 @@ def _import_training_libraries() -> None:
         import imblearn.ensemble  # noqa: F401
         import skops.io  # noqa: F401
 
-        # The ~140,000 objects the imports made live as long as the process. Left young, the
+        # The ~130,000 objects the imports made live as long as the process. Left young, the
         # collector walks them all at once (~90 ms holding the GIL) as soon as it is back on,
         # again a generation later, then makes a full collection due. Freezing and at once
         # unfreezing moves them, with everything else, straight to the oldest generation:
