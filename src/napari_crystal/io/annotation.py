@@ -7,6 +7,7 @@ Format modules (``nedc``, and others beside it) only translate files to and from
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -245,7 +246,12 @@ class RegionColumns:
 
 def region_tissues(regions: list[Region]) -> str:
     """The distinct tissue values in file order, joined by ", " as the CSV header has them."""
-    return ", ".join(dict.fromkeys(r.tissue for r in regions if r.tissue))
+    return join_tissues(r.tissue for r in regions)
+
+
+def join_tissues(tissues: Iterable[str]) -> str:
+    """:func:`region_tissues` of the regions' tissue values (columns hold no regions)."""
+    return ", ".join(dict.fromkeys(t for t in tissues if t))
 
 
 def collinear(coords: np.ndarray) -> bool:

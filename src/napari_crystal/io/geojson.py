@@ -39,7 +39,7 @@ from napari_crystal.io._common import (
     warn_invalid,
     warn_skipped,
 )
-from napari_crystal.io.annotation import Annotation, Region, RegionColumns
+from napari_crystal.io.annotation import Annotation, Region, RegionColumns, join_tissues
 
 OWN = "napari-crystal"  # our member in written files (QuPath ignores unknown members)
 GEOMETRY_TYPES = (
@@ -194,9 +194,7 @@ class _Reader:
             "width": _integer(header.get("width")),
             "height": _integer(header.get("height")),
             "bname": str(header.get("bname") or self.path.stem),
-            "tissue": str(
-                header.get("tissue") or ", ".join(dict.fromkeys(t for t in tissues if t))
-            ),
+            "tissue": str(header.get("tissue") or join_tissues(tissues)),
             "class_colors": self.class_colors,
         }
 
