@@ -9,11 +9,10 @@ the time until the canvas has been rendered (``viewer.screenshot`` forces the re
 
 from __future__ import annotations
 
-import contextlib
 import time
 
 import numpy as np
-from scripts._screen import start_screen
+from scripts._screen import screen
 
 from napari_crystal import palette
 
@@ -22,17 +21,6 @@ from napari_crystal import palette
 # depending on load), not the patches: the class maps themselves take milliseconds.
 TARGET_RATIO = 5.0
 TARGET_SECONDS = 3.0
-
-
-@contextlib.contextmanager
-def display(size=(1400, 900)):
-    """An X display: the current one, or Xvfb for the block."""
-    screen = start_screen(size)
-    try:
-        yield
-    finally:
-        if screen is not None:
-            screen.stop()
 
 
 def patches(n_rows: int, n_cols: int, seed: int = 0):
@@ -80,7 +68,7 @@ def run(record, quick: bool = False) -> None:
         timed_once(build_prediction_map, table, predicted, truth, proba, classes, None, shape)
         for _ in range(3)
     )
-    with display():
+    with screen((1400, 900)):
         viewer = napari.Viewer(show=True)
         try:
             viewer.window.resize(1400, 900)

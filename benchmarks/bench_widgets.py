@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scripts._screen import start_screen
+from scripts._screen import screen
 
 from napari_crystal.dataset import Dataset
 from napari_crystal.synthetic import PRESETS
@@ -184,12 +184,8 @@ def run(record, quick: bool = False) -> None:
     """Record the longest event-loop stall of the Train classifier widget, from opening it
     (the training libraries are imported in the background then) to the end of a training."""
     scale, size, trees = (0.25, 128, 30) if quick else (1.0, 256, 100)
-    display = start_screen((1400, 900))
-    try:
+    with screen((1400, 900)):
         r = _in_fresh_process(scale, size, trees)
-    finally:
-        if display is not None:
-            display.stop()
     ms = {k: round(v * 1000, 1) for k, v in r.items() if k not in ("widget_ticks", "masks")}
     print(
         f"   opening the widget: libraries imported in the background in "

@@ -69,28 +69,25 @@ def napari_screenshot(slide_path: Path, out: Path) -> Path | None:
     """A napari screenshot of the slide opened through the plugin; None when no screen works."""
     if not os.environ.get("DISPLAY") and shutil.which("Xvfb") is None:
         return None
-    from scripts._screen import start_screen
+    from scripts._screen import screen
 
-    display = start_screen((1400, 1000))
-    try:
-        import napari
-
-        viewer = napari.Viewer(show=True)
+    with screen((1400, 1000)):
         try:
-            viewer.open(str(slide_path), plugin="napari-crystal")
-            viewer.window._qt_window.resize(1400, 1000)
-            viewer.reset_view()
-            out.parent.mkdir(parents=True, exist_ok=True)
-            viewer.screenshot(str(out), canvas_only=False)
-        finally:
-            viewer.close()
-        return out
-    except Exception as exc:  # a missing GL or Qt library: fall back to the matplotlib view
-        print(f"napari view not available here ({exc}); saved the matplotlib view only")
-        return None
-    finally:
-        if display is not None:
-            display.stop()
+            import napari
+
+            viewer = napari.Viewer(show=True)
+            try:
+                viewer.open(str(slide_path), plugin="napari-crystal")
+                viewer.window._qt_window.resize(1400, 1000)
+                viewer.reset_view()
+                out.parent.mkdir(parents=True, exist_ok=True)
+                viewer.screenshot(str(out), canvas_only=False)
+            finally:
+                viewer.close()
+            return out
+        except Exception as exc:  # a missing GL or Qt library: fall back to the matplotlib view
+            print(f"napari view not available here ({exc}); saved the matplotlib view only")
+            return None
 
 
 def main(argv: list[str] | None = None) -> int:
